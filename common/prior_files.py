@@ -1,0 +1,166 @@
+"""Deployable prior files: export, sha256 manifest, verified loading (method.md section 2).
+
+A toolkit prior file is a ``torch.save`` of ``{"format": FORMAT, "state_dict": ..., "meta": ...}``
+where ``meta`` holds architecture, channels, depth, features, sigma range (0-255 scale),
+training data, steps and validation PSNR. A reference ScoreDVI prior (a plain state dict with
+``conv_layers.* / running_sd.* / gammas.*`` keys) loads too. Files listed in a ``MANIFEST.json``
+next to them are checked against their recorded sha256 before loading.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.bfdncnn import BFDnCNN, bfdncnn_from_reference, is_reference_state_dict
+from common.errors import InputError
+
+FORMAT = "scoredvi-prior/1"
+MANIFEST_NAME = "MANIFEST.json"
+CHECKPOINTS_ENV = "SCOREDVI_CHECKPOINTS"
+
+
+class PriorFormat(enum.Enum):
+    """How to read a prior file: detect, this toolkit's export, or a reference state dict."""
+
+    AUTO = "auto"
+    TOOLKIT = "toolkit"
+    REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class PriorMeta:
+    """What a prior file says about itself. ``sigma_range`` is on the 0-255 scale."""
+
+    channels: int
+    depth: int = 20
+    features: int = 64
+    architecture: str = "BFDnCNN"
+    sigma_range: tuple[float, float] = (0.0, 100.0)
+    training_data: str = "unknown"
+    steps: int = 0
+    val_psnr: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_checkpoint_dir() -> Path:
+    """``$SCOREDVI_CHECKPOINTS`` if set, else the repository's ``checkpoints/`` folder."""
+    override = os.environ.get(CHECKPOINTS_ENV)
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """The ``MANIFEST.json`` entries of ``folder`` keyed by file name ({} when there is none)."""
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())["files"]
+    except (ValueError, KeyError) as err:
+        raise InputError(f"{path} is not a valid prior manifest ({err}); restore it from git") from None
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON through a temp file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def export_prior(model: BFDnCNN, path: Path, meta: PriorMeta, *, manifest: bool = True) -> str:
+    """Save ``model`` (eval-mode state, float32, CPU) with ``meta``; record it in the manifest.
+
+    Returns the file's sha256. The write is atomic; the manifest entry of ``path.name`` is
+    replaced when ``manifest`` is true.
+    """
+    state = {key: value.detach().float().cpu().contiguous() for key, value in model.state_dict().items()}
+    payload = {"format": FORMAT, "state_dict": state, "meta": meta.__dict__ | {"sigma_range": list(meta.sigma_range)}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    digest = sha256_of(path)
+    if manifest:
+        entries = read_manifest(path.parent)
+        entries[path.name] = {"sha256": digest, **payload["meta"]}
+        write_json_atomic(path.parent / MANIFEST_NAME, {"files": entries})
+    return digest
+
+
+def verify_against_manifest(path: Path) -> None:
+    """Refuse ``path`` when the manifest beside it records a different sha256."""
+    entry = read_manifest(path.parent).get(path.name)
+    if entry is not None and sha256_of(path) != entry["sha256"]:
+        raise InputError(
+            f"{path} does not match the sha256 in {path.parent / MANIFEST_NAME}: the file is corrupt or "
+            "was replaced; restore it (git checkout) or export it again"
+        )
+
+
+def _read_payload(path: Path) -> Any:
+    if not path.is_file():
+        raise InputError(f"prior file {path} does not exist; pass a file exported by 'python -m prior_training export'")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot read prior file {path} ({first[:120]}); it is corrupt or not a checkpoint") from None
+
+
+def load_prior(path: Path, *, channels: int | None = None, prior_format: PriorFormat = PriorFormat.AUTO) -> tuple[BFDnCNN, PriorMeta]:
+    """Load a prior in eval mode with frozen weights; check sha256 and the channel count.
+
+    ``prior_format`` AUTO reads both this toolkit's files and reference ScoreDVI state dicts.
+    """
+    path = Path(path)
+    verify_against_manifest(path)
+    payload = _read_payload(path)
+    if not isinstance(payload, dict):
+        raise InputError(f"prior file {path} holds no state dict; it is not a BF-DnCNN checkpoint")
+    is_toolkit = payload.get("format") == FORMAT
+    if prior_format is PriorFormat.TOOLKIT and not is_toolkit:
+        raise InputError(f"{path} is not a toolkit prior file; export it with 'python -m prior_training export'")
+    try:
+        if is_toolkit and prior_format is not PriorFormat.REFERENCE:
+            raw = dict(payload["meta"])
+            meta = PriorMeta(**{**raw, "sigma_range": tuple(raw.get("sigma_range", (0.0, 100.0)))})
+            model = BFDnCNN(channels=meta.channels, depth=meta.depth, features=meta.features)
+            model.load_state_dict(payload["state_dict"], strict=True)
+        else:
+            state = payload.get("state_dict", payload)
+            if prior_format is PriorFormat.AUTO and not is_reference_state_dict(state):
+                raise KeyError("neither a toolkit prior nor the reference key layout")
+            model = bfdncnn_from_reference(state)
+            meta = PriorMeta(channels=model.channels, depth=model.depth, features=model.features,
+                             training_data=f"reference state dict {path.name}")
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
+        first = str(err).splitlines()[0][:160]
+        raise InputError(f"prior file {path} does not hold a BF-DnCNN ({first})") from None
+    if channels is not None and model.channels != channels:
+        raise InputError(
+            f"prior {path} is for {model.channels}-channel images but the image has {channels}; "
+            f"pass {'grayscale' if channels == 1 else 'RGB'} priors with --priors"
+        )
+    model.eval().requires_grad_(False)
+    return model, meta

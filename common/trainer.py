@@ -1,0 +1,76 @@
+"""One Trainer for both stages: device, precision, TensorBoard under ``runs/``, rich, seeding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+
+RUNS_DIR = Path("runs")
+
+
+def resolve_precision(precision: str | int, *, accelerator: str = "auto") -> str | int:
+    """Lightning precision for ``precision``; ``"auto"`` picks by hardware.
+
+    ``auto``: ``bf16-mixed`` on a CUDA GPU that supports bfloat16, ``16-mixed`` on older GPUs,
+    ``32-true`` on CPU (or when ``accelerator`` is ``cpu``). Other values pass through unchanged.
+    """
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def default_callbacks(*, learning_rate: bool) -> list[Callback]:
+    """RichProgressBar, plus LearningRateMonitor when the stage has a learning-rate schedule."""
+    callbacks: list[Callback] = [RichProgressBar(leave=True)]
+    if learning_rate:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    return callbacks
+
+
+def tensorboard_logger(*, stage: str, name: str | None = None, root: Path = RUNS_DIR) -> TensorBoardLogger:
+    """TensorBoard logs under ``root/<stage>/<name>/`` (``name`` None: ``version_N``)."""
+    return TensorBoardLogger(save_dir=str(root), name=stage, version=name, default_hp_metric=False)
+
+
+class Trainer(L.Trainer):
+    """``lightning.Trainer`` that also accepts ``precision="auto"`` (see :func:`resolve_precision`)."""
+
+    def __init__(self, *args: Any, precision: str | int = "auto", accelerator: str = "auto", **kwargs: Any) -> None:
+        super().__init__(*args, accelerator=accelerator,
+                         precision=resolve_precision(precision, accelerator=accelerator), **kwargs)
+
+
+def build_trainer(
+    *,
+    stage: str,
+    name: str | None = None,
+    precision: str | int = "auto",
+    accelerator: str = "auto",
+    seed: int | None = 0,
+    learning_rate_monitor: bool = False,
+    callbacks: list[Callback] | None = None,
+    root: Path = RUNS_DIR,
+    progress_bar: bool = True,
+    **trainer_options: Any,
+) -> Trainer:
+    """The Trainer both stages use: seeded, TensorBoard-logged, rich progress, chosen precision."""
+    if seed is not None:
+        L.seed_everything(seed, workers=True, verbose=False)
+    extra = default_callbacks(learning_rate=learning_rate_monitor) if progress_bar else []
+    return Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        logger=tensorboard_logger(stage=stage, name=name, root=root),
+        callbacks=extra + list(callbacks or []),
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        **trainer_options,
+    )

@@ -1,0 +1,69 @@
+"""Prior files: export/load round trip, sha256 manifest, reference format, bad files."""
+
+import json
+
+import pytest
+import torch
+
+from common.bfdncnn import BFDnCNN
+from common.errors import InputError
+from common.prior_files import MANIFEST_NAME, PriorFormat, PriorMeta, export_prior, load_prior, sha256_of
+
+
+def tiny(channels=3):
+    torch.manual_seed(0)
+    return BFDnCNN(channels=channels, depth=4, features=8).eval()
+
+
+def test_export_then_load_round_trips_weights_and_meta(tmp_path):
+    model = tiny()
+    path = tmp_path / "p.pt"
+    digest = export_prior(model, path, PriorMeta(channels=3, depth=4, features=8, training_data="unit", steps=7))
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]
+    assert manifest["p.pt"]["sha256"] == digest == sha256_of(path)
+    loaded, meta = load_prior(path, channels=3)
+    assert (meta.steps, meta.training_data, meta.depth) == (7, "unit", 4)
+    y = torch.rand(1, 3, 12, 12)
+    torch.testing.assert_close(loaded(y), model(y))
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_sha256_mismatch_is_refused(tmp_path):
+    path = tmp_path / "p.pt"
+    export_prior(tiny(), path, PriorMeta(channels=3, depth=4, features=8))
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(InputError, match="sha256"):
+        load_prior(path)
+
+
+def test_wrong_channel_count_and_corrupt_and_missing_files(tmp_path):
+    path = tmp_path / "gray.pt"
+    export_prior(tiny(1), path, PriorMeta(channels=1, depth=4, features=8), manifest=False)
+    with pytest.raises(InputError, match="1-channel"):
+        load_prior(path, channels=3)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="corrupt"):
+        load_prior(junk)
+    with pytest.raises(InputError, match="does not exist"):
+        load_prior(tmp_path / "missing.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(2)}, other)
+    with pytest.raises(InputError, match="BF-DnCNN"):
+        load_prior(other)
+
+
+def test_reference_format_file_loads_automatically_and_explicitly(tmp_path):
+    model = tiny()
+    state = {f"conv_layers.{i}.weight": model.conv_layers[i].weight for i in range(4)}
+    for i in range(2):
+        state[f"running_sd.{i}"] = model.norms[i].running_sd + i
+        state[f"gammas.{i}"] = model.norms[i].gamma * 2
+    path = tmp_path / "ref.pth"
+    torch.save(state, path)
+    for fmt in (PriorFormat.AUTO, PriorFormat.REFERENCE):
+        loaded, meta = load_prior(path, prior_format=fmt)
+        torch.testing.assert_close(loaded.norms[1].running_sd, state["running_sd.1"])
+        assert meta.channels == 3
+    with pytest.raises(InputError, match="not a toolkit prior"):
+        load_prior(path, prior_format=PriorFormat.TOOLKIT)
