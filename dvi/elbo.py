@@ -1,0 +1,89 @@
+"""The negative ELBO of ScoreDVI, per element (method.md section 3, "Loss").
+
+Shapes: every map is (N, K, C, H, W); k is dim 1. ``psi`` = digamma, ``lnG`` = log-gamma.
+Each ``l*`` function returns the per-element value summed over k, shaped (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Hyperpriors:
+    """Gamma(alpha0, beta0) on the noise precision, Dirichlet(d, ..., d) on the mixture weights."""
+
+    alpha0: float = 1.0
+    beta0: float = 0.02
+    d: float = 1.0
+
+
+def l1_likelihood(y: Tensor, mu: Tensor, sigma2: Tensor, pi: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+    """L1 = sum_k pi_k [0.5 ((mu_k - y)^2 + sigma2_k) alpha_k/beta_k - 0.5 (psi(alpha_k) - log beta_k)]."""
+    y = y.unsqueeze(1)
+    expected_sq = (mu - y).square() + sigma2
+    return (pi * (0.5 * expected_sq * alpha / beta - 0.5 * (torch.digamma(alpha) - beta.log()))).sum(1)
+
+
+def l2_closed_form(log_var: Tensor, pi: Tensor) -> Tensor:
+    """The closed-form part of L2: sum_k pi_k (-0.5 log sigma2_k) (the negative entropy up to a constant)."""
+    return (pi * (-0.5 * log_var)).sum(1)
+
+
+def l2_prior(log_var: Tensor, pi: Tensor, expected_log_prior: Tensor) -> Tensor:
+    """L2 = sum_k pi_k [-0.5 log sigma2_k - E_q log p_k(x_k)], with the score-unit surrogate for E_q log p_k.
+
+    ``pi`` is not detached (reference behaviour): Z-net also receives the surrogate's gradient.
+    """
+    return (pi * (-0.5 * log_var - expected_log_prior)).sum(1)
+
+
+def l3_precision_kl(alpha: Tensor, beta: Tensor, pi: Tensor, hyper: Hyperpriors) -> Tensor:
+    """L3 = sum_k pi_k KL(Gamma(alpha_k, beta_k) || Gamma(alpha0, beta0)) (rate parameterisation)."""
+    a0, b0 = hyper.alpha0, hyper.beta0
+    kl = ((alpha - a0) * torch.digamma(alpha) - torch.lgamma(alpha) + torch.lgamma(torch.tensor(a0))
+          + a0 * (beta.log() - torch.log(torch.tensor(b0))) + b0 * alpha / beta - alpha)
+    return (pi * kl).sum(1)
+
+
+def l4_assignment_kl(pi: Tensor, d_hat: Tensor) -> Tensor:
+    """L4 = sum_k pi_k [log pi_k - psi(d^_k) + psi(sum_j d^_j)]."""
+    expected_log_w = torch.digamma(d_hat) - torch.digamma(d_hat.sum(1, keepdim=True))
+    return (pi * (pi.clamp_min(1e-12).log() - expected_log_w)).sum(1)
+
+
+def l5_dirichlet_kl(d_hat: Tensor, hyper: Hyperpriors) -> Tensor:
+    """L5 = KL(Dir(d^) || Dir(d)) with d = (hyper.d, ..., hyper.d)."""
+    k = d_hat.shape[1]
+    total = d_hat.sum(1)
+    d = torch.full((), hyper.d, dtype=d_hat.dtype, device=d_hat.device)
+    cross = ((d_hat - d) * (torch.digamma(d_hat) - torch.digamma(total).unsqueeze(1))).sum(1)
+    return cross + torch.lgamma(total) - torch.lgamma(d_hat).sum(1) - (torch.lgamma(k * d) - k * torch.lgamma(d))
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """Per-image means of the terms; ``total`` = L1 + lambda*L2 + L3 + L4 + L5 (the one to minimise)."""
+
+    total: Tensor
+    l1: Tensor
+    l2_closed: Tensor
+    l3: Tensor
+    l4: Tensor
+    l5: Tensor
+
+
+def negative_elbo(*, y: Tensor, mu: Tensor, log_var: Tensor, pi: Tensor, log_alpha: Tensor, log_beta: Tensor,
+                  d_hat: Tensor, expected_log_prior: Tensor, weight: float, hyper: Hyperpriors) -> LossTerms:
+    """Assemble L = L1 + lambda(y) L2 + L3 + L4 + L5, averaged over the N = C*H*W elements."""
+    sigma2, alpha, beta = log_var.exp(), log_alpha.exp(), log_beta.exp()
+    l1 = l1_likelihood(y, mu, sigma2, pi, alpha, beta).mean()
+    l2 = l2_prior(log_var, pi, expected_log_prior).mean()
+    l3 = l3_precision_kl(alpha, beta, pi, hyper).mean()
+    l4 = l4_assignment_kl(pi, d_hat).mean()
+    l5 = l5_dirichlet_kl(d_hat, hyper).mean()
+    total = l1 + weight * l2 + l3 + l4 + l5
+    return LossTerms(total=total, l1=l1, l2_closed=l2_closed_form(log_var, pi).mean().detach(), l3=l3, l4=l4, l5=l5)
