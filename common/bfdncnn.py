@@ -19,7 +19,9 @@ class BiasFreeBatchNorm2d(nn.Module):
         super().__init__()
         self.momentum = momentum
         self.eps = eps
-        self.gamma = nn.Parameter(torch.ones(1, features, 1, 1))
+        # small initial scales keep the residual near zero at the start (as DnCNN's BN initialisation)
+        init = torch.randn(1, features, 1, 1) * (2.0 / (9.0 * features)) ** 0.5
+        self.gamma = nn.Parameter(init.clamp(-0.025, 0.025))
         self.register_buffer("running_sd", torch.ones(1, features, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,262 @@
+"""Tests for common.images: exact round trips, alpha handling, clear errors, safe writing."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from common import images
+from common.errors import InputError
+from common.images import list_images, read_image, to_8bit, to_grayscale, write_array, write_image
+
+
+def _levels(channels: int, bit_depth: int, seed: int = 0) -> torch.Tensor:
+    """Random (C, 13, 17) float image on the exact grid of the given bit depth."""
+    top = 2**bit_depth - 1
+    ints = np.random.default_rng(seed).integers(0, top + 1, (channels, 13, 17))
+    return torch.from_numpy(ints / top).float()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_png_round_trip_is_exact(tmp_path: Path, channels: int, bit_depth: int) -> None:
+    pixels = _levels(channels, bit_depth)
+    path = tmp_path / "out.png"
+    write_image(path, pixels, bit_depth=bit_depth)
+    loaded = read_image(path)
+    assert loaded.bit_depth == bit_depth and not loaded.had_alpha and loaded.format == "png"
+    assert loaded.pixels.dtype == torch.float32 and loaded.pixels.shape == pixels.shape
+    assert torch.equal(loaded.pixels, pixels)
+
+
+def test_png_written_is_readable_by_pillow(tmp_path: Path) -> None:
+    pixels = _levels(3, 8)
+    write_image(tmp_path / "a.png", pixels)
+    with Image.open(tmp_path / "a.png") as img:
+        stored = np.asarray(img)
+    assert np.array_equal(stored, np.rint(pixels.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(("bit_depth", "suffix"), [(16, ".tif"), (32, ".tiff"), (8, ".TIF")])
+def test_tiff_round_trip_is_exact(tmp_path: Path, channels: int, bit_depth: int, suffix: str) -> None:
+    pixels = _levels(channels, 16) if bit_depth != 8 else _levels(channels, 8)
+    if bit_depth == 32:
+        pixels = torch.rand(channels, 9, 11, generator=torch.Generator().manual_seed(1))
+    path = tmp_path / f"out{suffix}"
+    write_image(path, pixels, bit_depth=bit_depth)
+    loaded = read_image(path)
+    assert loaded.bit_depth == bit_depth and loaded.format == "tiff"
+    assert torch.equal(loaded.pixels, pixels)
+
+
+def test_jpeg_round_trip_is_close(tmp_path: Path) -> None:
+    pixels = torch.full((3, 16, 16), 0.5)
+    write_image(tmp_path / "a.jpg", pixels)
+    loaded = read_image(tmp_path / "a.jpg")
+    assert loaded.format == "jpeg" and loaded.bit_depth == 8
+    assert (loaded.pixels - pixels).abs().max() < 3 / 255
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_dropped_with_warning(tmp_path: Path, mode: str) -> None:
+    rng = np.random.default_rng(2)
+    array = rng.integers(0, 256, (8, 10, len(mode)), dtype=np.uint8)
+    Image.fromarray(array, mode).save(tmp_path / "alpha.png")
+    with pytest.warns(UserWarning, match="alpha"):
+        loaded = read_image(tmp_path / "alpha.png")
+    assert loaded.had_alpha
+    expected = torch.from_numpy(array[..., :-1]).permute(2, 0, 1).float() / 255
+    assert torch.equal(loaded.pixels, expected)
+
+
+def test_tiff_rgba_16bit_alpha_is_dropped(tmp_path: Path) -> None:
+    array = np.random.default_rng(3).integers(0, 65536, (6, 7, 4), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "rgba.tif", array, photometric="rgb", extrasamples=["unassalpha"])
+    with pytest.warns(UserWarning, match="alpha"):
+        loaded = read_image(tmp_path / "rgba.tif")
+    assert loaded.bit_depth == 16
+    assert torch.equal(loaded.pixels, torch.from_numpy(array[..., :3].astype(np.float32) / 65535).permute(2, 0, 1))
+
+
+def test_palette_png_is_read_in_colour(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(4).integers(0, 256, (8, 9, 3), dtype=np.uint8)
+    palette = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    palette.save(tmp_path / "p.png")
+    expected = np.asarray(palette.convert("RGB")).astype(np.float32) / 255
+    loaded = read_image(tmp_path / "p.png")
+    assert torch.equal(loaded.pixels, torch.from_numpy(expected).permute(2, 0, 1))
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(6).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _corrupt_png() -> bytes:
+    data = bytearray(_png_bytes())
+    data[len(data) // 2] ^= 0x55
+    return bytes(data)
+
+
+def _corrupt_png_valid_crc() -> bytes:
+    """Damaged pixel data behind a correct chunk checksum (torchvision's decoder segfaults on it)."""
+    data = bytearray(_png_bytes())
+    start = data.index(b"IDAT") + 4
+    length = int.from_bytes(data[start - 8 : start - 4], "big")
+    data[start + length // 2] ^= 0x55
+    data[start + length : start + length + 4] = zlib.crc32(data[start - 4 : start + length]).to_bytes(4, "big")
+    return bytes(data)
+
+
+def _png_with_bad_filter_byte() -> bytes:
+    """Well-formed chunks and zlib stream, but scanline filter type 9 (also a segfault before)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    header = (4).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    rows = b"".join(bytes([9 if y == 2 else 0]) + bytes(4) for y in range(4))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def _two_channel_tiff() -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((8, 8, 2), np.uint8), photometric="minisblack", planarconfig="contig")
+    return buffer.getvalue()
+
+
+def _five_channel_tiff() -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((8, 8, 5), np.uint16), photometric="minisblack", planarconfig="contig")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("text.png", lambda: b"this is not an image\n", "not a PNG, JPEG, TIFF"),
+        ("empty.png", lambda: b"", "empty"),
+        ("cut.png", lambda: _png_bytes()[: len(_png_bytes()) // 2], "truncated PNG"),
+        ("cut_end.png", lambda: _png_bytes()[:-4], "truncated PNG"),
+        ("corrupt.png", _corrupt_png, "corrupt PNG"),
+        ("corrupt_crc_ok.png", _corrupt_png_valid_crc, "corrupt"),
+        ("bad_filter.png", _png_with_bad_filter_byte, "filter"),
+        ("cut.jpg", lambda: _jpeg_bytes()[: len(_jpeg_bytes()) // 2], "truncated"),
+        ("cut_end.jpg", lambda: _jpeg_bytes()[:-2], "truncated"),
+        ("two.tif", _two_channel_tiff, "2 channel"),
+        ("five.tif", _five_channel_tiff, "5 channel"),
+        ("cut.tif", lambda: _two_channel_tiff()[:20], "TIFF"),
+    ],
+)
+def test_bad_files_raise_input_error(tmp_path: Path, name: str, content, message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content())
+    with pytest.raises(InputError, match=message) as info:
+        read_image(path)
+    assert name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        read_image(tmp_path / "missing.png")
+    with pytest.raises(InputError, match="is a directory"):
+        read_image(tmp_path)
+
+
+def test_float_tiff_out_of_range_is_refused(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "f.tif", np.full((4, 4), 255.0, np.float32))
+    with pytest.raises(InputError, match=r"outside \[0, 1\]"):
+        read_image(tmp_path / "f.tif")
+
+
+def test_write_refuses_protected_input(tmp_path: Path) -> None:
+    source = tmp_path / "noisy.png"
+    write_image(source, _levels(3, 8))
+    before = source.read_bytes()
+    alias = tmp_path / "sub" / ".." / "noisy.png"
+    for target in (source, alias):
+        with pytest.raises(InputError, match="refusing to overwrite"):
+            write_image(target, torch.zeros(3, 13, 17), protect=[source])
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noisy.png"]
+
+
+def test_write_failure_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(images.os, "replace", fail)
+    with pytest.raises(InputError, match="No space left"):
+        write_image(tmp_path / "out" / "x.png", torch.zeros(1, 4, 4))
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_write_clamps_rounds_and_creates_parents(tmp_path: Path) -> None:
+    pixels = torch.tensor([[[-0.5, 0.2, 1.7, 0.5 / 255 + 1e-4]]])
+    path = tmp_path / "a" / "b" / "c.png"
+    write_image(path, pixels)
+    assert torch.equal(read_image(path).pixels, torch.tensor([[[0.0, 51 / 255, 1.0, 1 / 255]]]))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0o600 of a temp file
+
+
+def test_write_rejects_bad_format_and_depth(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="float"):
+        write_image(tmp_path / "a.png", torch.zeros(1, 2, 2, dtype=torch.uint8))
+    with pytest.raises(InputError, match=r"\.png, \.tif or \.jpg"):
+        write_image(tmp_path / "a.gif", torch.zeros(1, 2, 2))
+    with pytest.raises(InputError, match="bit depth 16"):
+        write_image(tmp_path / "a.jpg", torch.zeros(1, 2, 2), bit_depth=16)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif"])
+def test_write_array_round_trip(tmp_path: Path, suffix: str) -> None:
+    values = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(0)) * 3
+    write_array(tmp_path / f"u{suffix}", values)
+    stored = np.load(tmp_path / "u.npy") if suffix == ".npy" else tifffile.imread(tmp_path / "u.tif")
+    assert stored.dtype == np.float32 and np.array_equal(stored, values.numpy())
+
+
+def test_to_8bit_and_grayscale() -> None:
+    x = torch.tensor([[[0.0, 0.5, 0.9999, 1.2, -0.1]]])
+    assert torch.equal(to_8bit(x) * 255, torch.tensor([[[0.0, 128.0, 255.0, 255.0, 0.0]]]))
+    rgb = torch.zeros(3, 1, 3)
+    rgb[0, 0, 0], rgb[1, 0, 1], rgb[2, 0, 2] = 1.0, 1.0, 1.0
+    assert torch.allclose(to_grayscale(rgb), torch.tensor([[[0.299, 0.587, 0.114]]]))
+    gray = torch.rand(1, 2, 2)
+    assert torch.equal(to_grayscale(gray), gray)
+
+
+def test_list_images(tmp_path: Path) -> None:
+    for name in ["b.PNG", "a.jpg", "c.tiff", "notes.txt", ".hidden.png", "sub/d.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.PNG", "c.tiff"]
+    assert [p.name for p in list_images(tmp_path, recursive=True)] == ["a.jpg", "b.PNG", "c.tiff", "d.png"]
+    with pytest.raises(InputError, match="not a directory"):
+        list_images(tmp_path / "a.jpg")
+
+
+def test_reading_emits_no_deprecation_noise(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", _levels(3, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_image(tmp_path / "a.png")
