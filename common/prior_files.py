@@ -164,3 +164,19 @@ def load_prior(path: Path, *, channels: int | None = None, prior_format: PriorFo
         )
     model.eval().requires_grad_(False)
     return model, meta
+
+
+def default_prior_paths(channels: int, *, folder: Path | None = None) -> list[Path]:
+    """The shipped priors for ``channels`` (1 or 3): manifest entries of that channel count, by name."""
+    folder = default_checkpoint_dir() if folder is None else folder
+    names = sorted(name for name, entry in read_manifest(folder).items() if entry.get("channels") == channels)
+    if not names:
+        kind = "grayscale" if channels == 1 else "RGB"
+        raise InputError(f"no shipped {kind} priors in {folder}; pass --priors FILE [FILE ...] or train them with "
+                         "'python -m prior_training fit' and export them into that folder")
+    return [folder / name for name in names]
+
+
+def load_priors(paths: list[Path], *, channels: int, prior_format: PriorFormat = PriorFormat.AUTO) -> list[BFDnCNN]:
+    """Load several priors for ``channels``-channel images (each verified as in :func:`load_prior`)."""
+    return [load_prior(path, channels=channels, prior_format=prior_format)[0] for path in paths]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,14 @@ def resolve_precision(precision: str | int, *, accelerator: str = "auto") -> str
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up chatter (hardware lines, tips); warnings and errors still show."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 
 
 def default_callbacks(*, learning_rate: bool) -> list[Callback]:
@@ -61,6 +71,7 @@ def build_trainer(
     **trainer_options: Any,
 ) -> Trainer:
     """The Trainer both stages use: seeded, TensorBoard-logged, rich progress, chosen precision."""
+    quiet_lightning()
     if seed is not None:
         L.seed_everything(seed, workers=True, verbose=False)
     extra = default_callbacks(learning_rate=learning_rate_monitor) if progress_bar else []

@@ -1,0 +1,3 @@
+from dvi.cli import main
+
+main()

@@ -1,0 +1,164 @@
+"""``python -m dvi evaluate``: denoise noisy/clean pairs, write a per-image CSV, print a summary.
+
+Re-running on the same output folder resumes: images already in the CSV are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from common.errors import InputError
+from common.images import list_images, read_image, write_image
+from common.metrics import score
+from common.prior_files import PriorFormat, default_prior_paths, load_priors
+
+COLUMNS = ["name", "psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "lambda", "beta0", "restarts", "seconds",
+           "peak_gpu_mb", "peak_rss_mb", "steps", "height", "width"]
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    noisy: Path
+    clean: Path
+
+
+def pair_name(path: Path) -> str:
+    """Name shared by a noisy file and its reference: the stem without a ``_noisy``/``_clean`` suffix."""
+    return path.stem.removesuffix("_noisy").removesuffix("_clean")
+
+
+def find_pairs(noisy_dir: Path, clean_dir: Path) -> list[Pair]:
+    """Pairs matched by :func:`pair_name`; noisy files are those not ending in ``_clean``."""
+    for folder in (noisy_dir, clean_dir):
+        if not folder.is_dir():
+            raise InputError(f"{folder} is not a folder; pass --noisy DIR --clean DIR or --list FILE")
+    clean = {pair_name(p): p for p in list_images(clean_dir) if not p.stem.endswith("_noisy")}
+    pairs = [Pair(pair_name(p), p, clean[pair_name(p)]) for p in list_images(noisy_dir)
+             if not p.stem.endswith("_clean") and pair_name(p) in clean]
+    if not pairs:
+        raise InputError(f"no noisy/clean pairs found in {noisy_dir} and {clean_dir}: names must match "
+                         "(x.png in both, or x_noisy.png / x_clean.png)")
+    return pairs
+
+
+def read_pair_list(path: Path) -> list[Pair]:
+    """A list file: one ``NOISY CLEAN`` pair of paths per line (relative to the file); # comments."""
+    if not path.is_file():
+        raise InputError(f"pair list {path} does not exist")
+    pairs = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise InputError(f"{path}:{number} should hold two paths (noisy clean), found {len(fields)}")
+        noisy, clean = (path.parent / field for field in fields)
+        pairs.append(Pair(pair_name(noisy), noisy, clean))
+    return pairs
+
+
+def center_crop(pixels, size: int | None):  # noqa: ANN001, ANN201 - tensor in, tensor out
+    if size is None:
+        return pixels
+    height, width = pixels.shape[-2:]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    return pixels[..., top:top + size, left:left + size]
+
+
+def done_names(table: Path) -> set[str]:
+    if not table.is_file():
+        return set()
+    with open(table, newline="") as handle:
+        return {row["name"] for row in csv.DictReader(handle)}
+
+
+def append_row(table: Path, row: dict[str, object]) -> None:
+    """Append one row (header first when the file is new), flushed to disk before returning."""
+    new = not table.is_file()
+    with open(table, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def summarise(table: Path, console: Console) -> None:
+    """Mean PSNR / SSIM / 8-bit PSNR / seconds per subset (the name's prefix before '_')."""
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    groups: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault(row["name"].split("_", 1)[0], []).append(row)
+    summary = Table(title=f"ScoreDVI on {len(rows)} images ({table})")
+    for column in ("subset", "images", "PSNR", "SSIM", "8-bit PSNR", "noisy PSNR", "s/image"):
+        summary.add_column(column, justify="right")
+    for group, members in sorted(groups.items()) + [("all", rows)]:
+        def mean(key: str) -> float:
+            return sum(float(r[key]) for r in members) / len(members)
+        summary.add_row(group, str(len(members)), f"{mean('psnr'):.2f}", f"{mean('ssim'):.4f}",
+                        f"{mean('psnr_8bit'):.2f}", f"{mean('noisy_psnr'):.2f}", f"{mean('seconds'):.1f}")
+    console.print(summary)
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from dvi.cli import run_name, settings_from
+    from dvi.fit import fit_image
+
+    if args.list is not None:
+        pairs = read_pair_list(args.list)
+    elif args.noisy is not None and args.clean is not None:
+        pairs = find_pairs(args.noisy, args.clean)
+    else:
+        raise InputError("give --noisy DIR and --clean DIR, or --list FILE")
+    pairs = pairs[: args.limit] if args.limit else pairs
+    out: Path = args.output
+    table = out / "results.csv"
+    finished = done_names(table)
+    settings = settings_from(args)
+    console = Console()
+    priors_by_channels: dict[int, list] = {}
+    for pair in pairs:
+        if pair.name in finished:
+            console.print(f"[dim]{pair.name}: already in {table}, skipped[/dim]")
+            continue
+        noisy = center_crop(read_image(pair.noisy).pixels, args.crop)
+        clean = center_crop(read_image(pair.clean).pixels, args.crop)
+        if noisy.shape != clean.shape:
+            raise InputError(f"{pair.noisy} is {tuple(noisy.shape)} but {pair.clean} is {tuple(clean.shape)}")
+        channels = noisy.shape[0]
+        if channels not in priors_by_channels:
+            priors_by_channels[channels] = load_priors(args.priors or default_prior_paths(channels), channels=channels,
+                                                       prior_format=PriorFormat(args.prior_format))
+        result = fit_image(noisy, priors_by_channels[channels], settings, clean=clean, name=f"evaluate/{run_name(pair.name)}")
+        write_image(out / f"{pair.name}_denoised.png", result.denoised, protect=[pair.noisy, pair.clean])
+        scores, before = score(result.denoised, clean), score(noisy, clean)
+        append_row(table, {"name": pair.name, "psnr": f"{scores.psnr:.4f}", "ssim": f"{scores.ssim:.5f}",
+                           "psnr_8bit": f"{scores.psnr_8bit:.4f}", "noisy_psnr": f"{before.psnr:.4f}",
+                           "delta": f"{result.noise.delta:.3f}", "lambda": result.noise.weight, "beta0": result.beta0,
+                           "restarts": result.restarts, "seconds": f"{result.seconds:.2f}",
+                           "peak_gpu_mb": f"{result.peak_memory_mb:.0f}",
+                           "peak_rss_mb": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
+                           "steps": settings.steps, "height": noisy.shape[1], "width": noisy.shape[2]})
+        console.print(f"{pair.name}: PSNR {scores.psnr:.2f} dB (noisy {before.psnr:.2f}), SSIM {scores.ssim:.4f}, "
+                      f"{result.seconds:.1f} s")
+    summarise(table, console)
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--noisy", type=Path, default=None, help="folder of noisy images")
+    parser.add_argument("--clean", type=Path, default=None, help="folder of clean references (may be the same)")
+    parser.add_argument("--list", type=Path, default=None, help="file of 'NOISY CLEAN' path pairs")
+    parser.add_argument("--output", type=Path, default=Path("outputs/evaluate"), help="results folder (resumable)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
+    parser.add_argument("--crop", type=int, default=None, help="centre-crop every pair to N x N (for quick CPU runs)")

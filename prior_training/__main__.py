@@ -1,0 +1,3 @@
+from prior_training.cli import main
+
+main()

@@ -1,0 +1,119 @@
+"""GaussianDenoiser: trains a BF-DnCNN as a blind MMSE Gaussian denoiser (method.md section 1-2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from common.bfdncnn import BFDnCNN
+from common.errors import InputError
+from common.prior_files import load_prior
+
+
+def batch_psnr(estimate: Tensor, reference: Tensor) -> Tensor:
+    """PSNR in dB per image of (N, C, H, W) tensors in [0,1] (estimate clipped to [0,1])."""
+    mse = (estimate.clamp(0, 1) - reference).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+class GaussianDenoiser(L.LightningModule):
+    """Blind Gaussian denoising: clean patches in [0,1], AWGN with sigma ~ U[0, sigma_max]/255
+    drawn per patch and added on the device, MSE loss, Adam with cosine decay.
+
+    Validation: PSNR at each of ``val_sigmas`` (0-255 scale) on held-out images with noise
+    fixed by a seed, logged as ``val/psnr_<sigma>`` and their mean ``val/psnr``.
+    """
+
+    def __init__(
+        self,
+        *,
+        channels: int = 3,
+        depth: int = 20,
+        features: int = 64,
+        sigma_max: float = 100.0,
+        lr: float = 1e-3,
+        lr_final_fraction: float = 0.01,
+        val_sigmas: tuple[float, ...] = (15.0, 25.0, 50.0),
+        grid_sigma: float = 25.0,
+        init_prior: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.denoiser = BFDnCNN(channels=channels, depth=depth, features=features)
+        self.steps_before = 0
+        if init_prior is not None:
+            self._start_from(Path(init_prior))
+
+    def _start_from(self, path: Path) -> None:
+        """Continue from an exported prior file (weights and norms; the optimiser starts afresh)."""
+        prior, meta = load_prior(path, channels=self.hparams.channels)
+        if (prior.depth, prior.features) != (self.hparams.depth, self.hparams.features):
+            raise InputError(f"--model.init_prior {path} is a {prior.depth}-layer, {prior.features}-feature net; "
+                             f"set --model.depth {prior.depth} --model.features {prior.features}")
+        self.denoiser.load_state_dict(prior.state_dict())
+        self.steps_before = meta.steps
+        self.val_psnr: dict[str, float] = {}
+
+    def forward(self, noisy: Tensor) -> Tensor:
+        return self.denoiser(noisy)
+
+    def add_noise(self, clean: Tensor) -> Tensor:
+        """``clean + sigma * n`` with sigma ~ U[0, sigma_max]/255 per patch, n ~ N(0, I)."""
+        sigma = torch.rand(clean.shape[0], 1, 1, 1, device=clean.device, dtype=clean.dtype)
+        return clean + sigma * (self.hparams.sigma_max / 255.0) * torch.randn_like(clean)
+
+    def training_step(self, clean: Tensor, batch_idx: int) -> Tensor:
+        loss = F.mse_loss(self(self.add_noise(clean)), clean)
+        self.log("train/mse", loss, prog_bar=True)
+        return loss
+
+    def _fixed_noise(self, clean: Tensor, *, sigma: float, seed: int) -> Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn(clean.shape, generator=generator).to(clean)
+        return clean + sigma / 255.0 * noise
+
+    def _evaluate(self, clean: Tensor, batch_idx: int, *, prefix: str) -> None:
+        scores = []
+        for sigma in self.hparams.val_sigmas:
+            noisy = self._fixed_noise(clean, sigma=sigma, seed=1000 * batch_idx + int(sigma))
+            denoised = self(noisy)
+            psnr = batch_psnr(denoised, clean).mean()
+            scores.append(psnr)
+            self.log(f"{prefix}/psnr_{sigma:g}", psnr, batch_size=clean.shape[0])
+            if batch_idx == 0 and sigma == self.hparams.grid_sigma and prefix == "val":
+                self._log_grid(noisy, denoised, clean)
+        self.log(f"{prefix}/psnr", torch.stack(scores).mean(), prog_bar=True, batch_size=clean.shape[0])
+
+    def _log_grid(self, noisy: Tensor, denoised: Tensor, clean: Tensor) -> None:
+        experiment = getattr(self.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_image"):
+            return
+        grid = make_grid(torch.cat([noisy[:1], denoised[:1], clean[:1]]).clamp(0, 1).float(), nrow=3)
+        experiment.add_image("val/noisy_denoised_clean", grid, self.global_step)
+
+    def validation_step(self, clean: Tensor, batch_idx: int) -> None:
+        self._evaluate(clean, batch_idx, prefix="val")
+
+    def test_step(self, clean: Tensor, batch_idx: int) -> None:
+        self._evaluate(clean, batch_idx, prefix="test")
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_psnr = {key.removeprefix("val/psnr_"): float(value)
+                         for key, value in self.trainer.callback_metrics.items() if key.startswith("val/psnr_")}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["val_psnr"] = dict(self.val_psnr)
+        checkpoint["steps_before"] = self.steps_before
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=total, eta_min=self.hparams.lr * self.hparams.lr_final_fraction)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

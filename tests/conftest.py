@@ -1,0 +1,35 @@
+"""Shared fixtures: generated images (nothing downloaded), runs/ kept inside tmp folders."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.images import write_image
+
+
+def smooth_image(seed: int, *, channels: int = 3, size: int = 64) -> torch.Tensor:
+    """A smooth synthetic photo-like image in [0.1, 0.9]: a few random sinusoids and an edge."""
+    generator = torch.Generator().manual_seed(seed)
+    axis = torch.linspace(0, 1, size)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    image = torch.zeros(channels, size, size)
+    for c in range(channels):
+        f = torch.rand(4, generator=generator) * 6 + 1
+        image[c] = torch.sin(f[0] * xx + f[1] * yy) * torch.cos(f[2] * yy - f[3] * xx)
+        image[c] += (xx + 0.3 * yy > 0.6).float() * (0.8 * torch.rand(1, generator=generator) - 0.4)
+    return (0.5 + 0.35 * image / image.abs().amax().clamp_min(1e-6)).clamp(0.1, 0.9)
+
+
+@pytest.fixture()
+def image_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "clean"
+    for i in range(6):
+        write_image(folder / f"img{i}.png", smooth_image(i, size=48))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs (TensorBoard, outputs/) go to the test's own folder, never the repository."""
+    monkeypatch.chdir(tmp_path)

@@ -1,0 +1,93 @@
+"""End to end: fit from the CLI on generated images, export, reload and denoise; bad inputs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.images import write_image
+from common.prior_files import MANIFEST_NAME, load_prior
+from prior_training.cli import expand_shortcuts, main
+from tests.conftest import smooth_image
+
+TINY = ["--model.depth", "3", "--model.features", "8", "--data.patch_size", "16", "--data.num_workers", "0",
+        "--data.images_per_batch", "2", "--data.patches_per_image", "4", "--data.val_images", "2",
+        "--data.val_crop", "32", "--trainer.val_check_interval", "2", "--trainer.enable_model_summary", "false"]
+
+
+def run_fit(folder: Path, *extra: str) -> None:
+    main(["fit", "--dataset", "folder", "--data-root", str(folder), *TINY, "--trainer.max_steps", "4", *extra])
+
+
+def test_fit_writes_checkpoint_and_events_then_export_loads_and_denoises(image_folder, tmp_path):
+    run_fit(image_folder)
+    run = tmp_path / "runs" / "prior_training" / "version_0"
+    assert list(run.glob("events.out.tfevents.*"))
+    best = sorted((run / "checkpoints").glob("best-*.ckpt"))
+    assert best and (run / "checkpoints" / "last.ckpt").is_file()
+    out = tmp_path / "ckpts" / "tiny.pt"
+    main(["export", str(best[0]), "--out", str(out), "--training-data", "generated test images"])
+    model, meta = load_prior(out, channels=3)
+    assert (meta.depth, meta.features, meta.training_data) == (3, 8, "generated test images")
+    assert meta.steps >= 2 and set(meta.val_psnr) == {"15", "25", "50"}
+    assert (tmp_path / "ckpts" / MANIFEST_NAME).is_file()
+    y = torch.rand(1, 3, 20, 20)
+    out_y = model(y)
+    assert out_y.shape == y.shape and torch.isfinite(out_y).all()
+    torch.testing.assert_close(model(2 * y), 2 * out_y, rtol=1e-4, atol=1e-5)  # still bias-free
+
+
+def test_grayscale_fit_links_channels(image_folder, tmp_path):
+    run_fit(image_folder, "--channels", "1")
+    ckpt = next((tmp_path / "runs" / "prior_training" / "version_0" / "checkpoints").glob("last.ckpt"))
+    main(["export", str(ckpt), "--out", str(tmp_path / "gray.pt")])
+    assert load_prior(tmp_path / "gray.pt", channels=1)[1].channels == 1
+
+
+def test_shortcuts_and_auto_precision_are_expanded():
+    argv = expand_shortcuts(["fit", "--dataset", "div2k", "--data-root=/d", "--precision", "auto"])
+    assert argv == ["fit", "--data.dataset", "div2k", "--data.data_root=/d", "--trainer.precision", "32-true"]
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "unreadable"])
+def test_bad_data_folders_exit_with_one_line(case, tmp_path, capsys):
+    folder = tmp_path / "data"
+    if case != "missing":
+        folder.mkdir()
+    if case == "unreadable":
+        for i in range(3):
+            write_image(folder / f"ok{i}.png", smooth_image(i, size=32))
+        (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(SystemExit) as exit_info:
+        run_fit(folder)
+    assert exit_info.value.code != 0
+    line = one_error_line(capsys)
+    assert {"missing": "does not exist", "empty": "holds no", "unreadable": "broken.png"}[case] in line
+
+
+def test_unknown_dataset_name_and_manual_dataset(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--dataset", "nope"])
+    assert exit_info.value.code != 0
+    assert "nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "--dataset", "imagenet-val", "--data-root", str(tmp_path / "cache"), *TINY])
+    assert "ILSVRC2012_img_val" in one_error_line(capsys)
+
+
+def test_export_of_missing_or_foreign_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "x.pt")])
+    assert "does not exist" in one_error_line(capsys)
+    junk = tmp_path / "junk.ckpt"
+    torch.save({"weights": torch.zeros(1)}, junk)
+    with pytest.raises(SystemExit):
+        main(["export", str(junk), "--out", str(tmp_path / "x.pt")])
+    assert "prior_training checkpoint" in one_error_line(capsys)
+    assert not (tmp_path / "x.pt").exists()
