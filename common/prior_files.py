@@ -77,6 +77,12 @@ def read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
         raise InputError(f"{path} is not a valid prior manifest ({err}); restore it from git") from None
 
 
+def publish(tmp: str, path: Path) -> None:
+    """Give a finished temporary file ordinary permissions (0644) and rename it onto ``path``."""
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON through a temp file in the same folder and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +90,7 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(payload, handle, indent=2, sort_keys=True)
         handle.write("\n")
-    os.replace(tmp, path)
+    publish(tmp, path)
 
 
 def export_prior(model: BFDnCNN, path: Path, meta: PriorMeta, *, manifest: bool = True) -> str:
@@ -99,7 +105,7 @@ def export_prior(model: BFDnCNN, path: Path, meta: PriorMeta, *, manifest: bool 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     torch.save(payload, tmp)
-    os.replace(tmp, path)
+    publish(tmp, path)
     digest = sha256_of(path)
     if manifest:
         entries = read_manifest(path.parent)

@@ -1,0 +1,84 @@
+"""Stage-1 training throughput: patches/s of the default 20-layer BF-DnCNN on 64x64 patches.
+
+One training step = AWGN on the device, forward, MSE, backward, Adam step (GaussianDenoiser).
+CPU always (float32); on a CUDA GPU also 32-true, 16-mixed and bf16-mixed (autocast).
+
+    python benchmarks/prior_throughput.py [--batch 16] [--steps 5] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from prior_training.module import GaussianDenoiser
+
+AUTOCAST = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+
+def patches_per_second(*, device: str, precision: str, batch: int, steps: int, patch: int) -> float:
+    """Timed steps after two warm-up steps; synchronises the GPU before reading the clock."""
+    torch.manual_seed(0)
+    module = GaussianDenoiser().to(device).train()
+    optimiser = torch.optim.Adam(module.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler(device, enabled=precision == "16-mixed")
+    clean = torch.rand(batch, 3, patch, patch, device=device)
+    dtype = AUTOCAST[precision]
+
+    def step() -> None:
+        with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = torch.nn.functional.mse_loss(module(module.add_noise(clean)), clean)
+        optimiser.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+
+    for _ in range(2):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--gpu-steps", type=int, default=50)
+    parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--skip-cpu", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    table = Table(title=f"BF-DnCNN (20 layers, 64 features) training on {args.patch}x{args.patch} patches, "
+                        f"batch {args.batch}, torch {torch.__version__}")
+    for column in ("device", "precision", "patches/s"):
+        table.add_column(column, justify="right")
+    if not args.skip_cpu:
+        rate = patches_per_second(device="cpu", precision="32-true", batch=args.batch, steps=args.steps, patch=args.patch)
+        table.add_row(f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+                      "32-true", f"{rate:.1f}")
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        for precision in AUTOCAST:
+            if precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+                continue
+            rate = patches_per_second(device="cuda", precision=precision, batch=args.batch * 8,
+                                      steps=args.gpu_steps, patch=args.patch)
+            table.add_row(name, precision, f"{rate:.0f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
