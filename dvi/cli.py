@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,19 @@ def run_name(stem: str) -> str:
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+def check_outputs(outputs: list[Path], inputs: list[Path]) -> None:
+    """Refuse an output name that cannot be written or would overwrite an input file."""
+    if outputs[0].suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InputError(f"cannot write {outputs[0]}: use a .png, .tif or .jpg file name for --output")
+    for out in outputs:
+        for item in inputs:
+            if out.resolve() == item.resolve() or (out.exists() and item.exists() and os.path.samefile(out, item)):
+                raise InputError(f"refusing to overwrite the input {item} with {out}; choose another --output")
+
+
 def denoise(args: argparse.Namespace) -> None:
     image = read_image(args.image)
     clean = read_image(args.clean).pixels if args.clean is not None else None
@@ -75,14 +89,21 @@ def denoise(args: argparse.Namespace) -> None:
     priors = load_priors(args.priors or default_prior_paths(channels), channels=channels,
                          prior_format=PriorFormat(args.prior_format))
     output = args.output or Path("outputs") / f"{args.image.stem}_denoised.png"
+    variance = output.with_name(f"{output.stem}_variance.tif")
+    uncertainty = output.with_name(f"{output.stem}_uncertainty.png")
+    inputs = [args.image] + ([args.clean] if args.clean is not None else [])
+    check_outputs([output, variance, uncertainty], inputs)  # before the fit, not after minutes of it
     result = fit_image(image.pixels, priors, settings_from(args), clean=clean, name=run_name(args.image.stem))
-    bit_depth = image.bit_depth if output.suffix.lower() in (".png", ".tif", ".tiff") else 8
-    write_image(output, result.denoised, bit_depth=bit_depth, protect=[args.image])
-    uncertainty = output.with_name(f"{output.stem}_variance.tif")
-    write_array(uncertainty, result.variance, protect=[args.image])
+    suffix = output.suffix.lower()
+    bit_depth = {".png": min(image.bit_depth, 16), ".tif": image.bit_depth, ".tiff": image.bit_depth}.get(suffix, 8)
+    write_image(output, result.denoised, bit_depth=bit_depth, protect=inputs)
+    write_array(variance, result.variance, protect=inputs)
     std = result.variance.sqrt()
-    write_image(output.with_name(f"{output.stem}_uncertainty.png"), std / std.max().clamp_min(1e-12),
-                protect=[args.image])
+    write_image(uncertainty, std / std.max().clamp_min(1e-12), protect=inputs)
+    if args.save_components:
+        for k in range(result.component_means.shape[0]):
+            write_image(output.with_name(f"{output.stem}_mean{k}.png"), result.component_means[k], protect=[args.image])
+            write_image(output.with_name(f"{output.stem}_pi{k}.png"), result.component_weights[k], protect=[args.image])
     line = (f"wrote {output} ({result.seconds:.1f} s, delta {result.noise.delta:.2f}, lambda {result.noise.weight:g}, "
             f"beta0 {result.beta0:g}, restarts {result.restarts})")
     if clean is not None:
@@ -104,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--image", type=Path, required=True, help="the noisy image (PNG/JPEG/TIFF, gray or RGB)")
     d.add_argument("--output", type=Path, default=None, help="default: outputs/<name>_denoised.png")
     d.add_argument("--clean", type=Path, default=None, help="a clean reference: PSNR/SSIM are logged and printed")
+    d.add_argument("--save-components", action="store_true",
+                   help="also write each component's mean <out>_mean<k>.png and weight map <out>_pi<k>.png (last step)")
     add_fit_options(d)
     d.set_defaults(run=denoise)
     e = commands.add_parser("evaluate", help="denoise noisy/clean pairs and tabulate PSNR/SSIM")

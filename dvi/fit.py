@@ -60,6 +60,8 @@ class FitResult:
     peak_memory_mb: float
     restarts: int
     seed: int
+    component_means: Tensor
+    component_weights: Tensor
 
 
 def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, *, noise: NoiseLevel,
@@ -71,7 +73,8 @@ def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings,
                       weight=noise.weight, hyper=Hyperpriors(alpha0=settings.alpha0, beta0=beta0, d=settings.dirichlet),
                       lr=settings.lr, ema=settings.ema, unet_base=settings.unet_base, unet_depth=settings.unet_depth,
                       aux_layers=settings.aux_layers, aux_features=settings.aux_features,
-                      image_every=settings.image_every, clean=None if clean is None else clean.unsqueeze(0))
+                      image_every=settings.image_every, clean=None if clean is None else clean.unsqueeze(0),
+                      delta=noise.delta)
     if trainer.logger is not None:
         trainer.logger.log_hyperparams({"delta": noise.delta, "lambda": noise.weight, "beta0": beta0, "seed": seed,
                                         "noise_class": noise.noise_class.name, "steps": settings.steps})
@@ -110,7 +113,8 @@ def fit_image(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings = 
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else math.nan
     return FitResult(denoised=module.mean_ema[0].clamp(0, 1).cpu(), variance=module.var_ema[0].cpu(), noise=noise,
                      beta0=beta0, mean_sigma=module.mean_sigma, seconds=time.perf_counter() - start,
-                     peak_memory_mb=peak, restarts=restarts + int(nan_retried), seed=seed)
+                     peak_memory_mb=peak, restarts=restarts + int(nan_retried), seed=seed,
+                     component_means=module.last_components["mu"].cpu(), component_weights=module.last_components["pi"].cpu())
 
 
 def settings_with(settings: FitSettings, **changes: object) -> FitSettings:

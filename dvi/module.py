@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from common.bfdncnn import BFDnCNN
+from common.metrics import ssim
 from dvi.elbo import Hyperpriors, negative_elbo
 from dvi.nets import OmegaNet, PhiNet, XNet, ZNet
 from dvi.score import expected_log_prior_surrogate
@@ -72,9 +73,11 @@ class ScoreDVI(L.LightningModule):
         aux_features: int = 32,
         image_every: int = 50,
         clean: Tensor | None = None,
+        delta: float = float("nan"),
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["priors", "clean"])
+        self.delta = delta
         self.priors = nn.ModuleList(prior.folded().requires_grad_(False) for prior in priors)
         self.x_net = XNet(channels=channels, components=components, base=unet_base, depth=unet_depth)
         aux = dict(channels=channels, components=components, layers=aux_layers, features=aux_features)
@@ -119,6 +122,7 @@ class ScoreDVI(L.LightningModule):
         self.mean_ema = a * self.mean_ema + (1 - a) * mean
         self.var_ema = a * self.var_ema + (1 - a) * var
         self.mean_sigma_t = (0.5 * out["log_var"].float()).exp().mean()
+        self.last_components = {"mu": out["mu"][0].float().detach(), "pi": pi[0].detach()}
 
     def on_train_batch_start(self, y: Tensor, batch_idx: int) -> None:
         if self.mean_ema is None:
@@ -127,7 +131,7 @@ class ScoreDVI(L.LightningModule):
     def _log_step(self, terms, y: Tensor, out: dict[str, Tensor]) -> None:  # noqa: ANN001
         values = {"loss/total": terms.total, "loss/L1": terms.l1, "loss/L2_closed": terms.l2_closed,
                   "loss/L3": terms.l3, "loss/L4": terms.l4, "loss/L5": terms.l5,
-                  "fit/mean_sigma": self.mean_sigma_t}
+                  "fit/mean_sigma": self.mean_sigma_t, "fit/lambda": self.weight, "fit/delta": self.delta}
         if self.clean is not None:
             mse = (self.mean_ema.clamp(0, 1) - self.clean).square().mean()
             values["fit/psnr"] = -10 * torch.log10(mse.clamp_min(1e-12))
@@ -146,6 +150,8 @@ class ScoreDVI(L.LightningModule):
         experiment.add_image("image/uncertainty", (var / var.max().clamp_min(1e-12)).sqrt(), step)
         for k in range(out["pi"].shape[1]):
             experiment.add_image(f"pi/component_{k}", out["pi"][0, k].float(), step)
+        if self.clean is not None:
+            experiment.add_scalar("fit/ssim", ssim(self.mean_ema[0], self.clean[0]), step)
 
     def on_train_end(self) -> None:
         self.mean_sigma = float(self.mean_sigma_t)
