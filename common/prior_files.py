@@ -114,6 +114,15 @@ def export_prior(model: BFDnCNN, path: Path, meta: PriorMeta, *, manifest: bool 
     return digest
 
 
+def update_manifest_entry(path: Path, **fields: Any) -> None:
+    """Add or replace metadata ``fields`` of the manifest entry of ``path`` (which must be listed)."""
+    entries = read_manifest(path.parent)
+    if path.name not in entries:
+        raise InputError(f"{path.name} is not listed in {path.parent / MANIFEST_NAME}; export it first")
+    entries[path.name].update(fields)
+    write_json_atomic(path.parent / MANIFEST_NAME, {"files": entries})
+
+
 def verify_against_manifest(path: Path) -> None:
     """Refuse ``path`` when the manifest beside it records a different sha256."""
     entry = read_manifest(path.parent).get(path.name)

@@ -62,8 +62,8 @@ def settings_from(args: argparse.Namespace) -> FitSettings:
 
 
 def run_name(stem: str) -> str:
-    """TensorBoard run folder ``runs/dvi/<stem>-<YYYYmmdd-HHMMSS>``: one per fit, never mixed."""
-    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """TensorBoard run folder ``runs/dvi/<stem>-<YYYYmmdd-HHMMSS>-<ms>``: one per fit, never mixed."""
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1_000_000 % 1000:03d}"
 
 
 OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -91,8 +91,10 @@ def denoise(args: argparse.Namespace) -> None:
     output = args.output or Path("outputs") / f"{args.image.stem}_denoised.png"
     variance = output.with_name(f"{output.stem}_variance.tif")
     uncertainty = output.with_name(f"{output.stem}_uncertainty.png")
+    components = [output.with_name(f"{output.stem}_{kind}{k}.png")
+                  for k in range(args.components) for kind in ("mean", "pi")] if args.save_components else []
     inputs = [args.image] + ([args.clean] if args.clean is not None else [])
-    check_outputs([output, variance, uncertainty], inputs)  # before the fit, not after minutes of it
+    check_outputs([output, variance, uncertainty, *components], inputs)  # before the fit, not after minutes of it
     result = fit_image(image.pixels, priors, settings_from(args), clean=clean, name=run_name(args.image.stem))
     suffix = output.suffix.lower()
     bit_depth = {".png": min(image.bit_depth, 16), ".tif": image.bit_depth, ".tiff": image.bit_depth}.get(suffix, 8)
@@ -100,10 +102,9 @@ def denoise(args: argparse.Namespace) -> None:
     write_array(variance, result.variance, protect=inputs)
     std = result.variance.sqrt()
     write_image(uncertainty, std / std.max().clamp_min(1e-12), protect=inputs)
-    if args.save_components:
-        for k in range(result.component_means.shape[0]):
-            write_image(output.with_name(f"{output.stem}_mean{k}.png"), result.component_means[k], protect=[args.image])
-            write_image(output.with_name(f"{output.stem}_pi{k}.png"), result.component_weights[k], protect=[args.image])
+    for k in range(len(components) // 2):
+        write_image(components[2 * k], result.component_means[k], protect=inputs)
+        write_image(components[2 * k + 1], result.component_weights[k], protect=inputs)
     line = (f"wrote {output} ({result.seconds:.1f} s, delta {result.noise.delta:.2f}, lambda {result.noise.weight:g}, "
             f"beta0 {result.beta0:g}, restarts {result.restarts})")
     if clean is not None:

@@ -121,7 +121,7 @@ def evaluate(args: argparse.Namespace) -> None:
         pairs = find_pairs(args.noisy, args.clean)
     else:
         raise InputError("give --noisy DIR and --clean DIR, or --list FILE")
-    pairs = pairs[: args.limit] if args.limit else pairs
+    pairs = pairs[: args.limit] if args.limit is not None else pairs
     out: Path = args.output
     table = out / "results.csv"
     finished = done_names(table)

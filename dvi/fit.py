@@ -15,7 +15,7 @@ from common.errors import InputError
 from common.trainer import build_trainer
 from dvi.elbo import Hyperpriors
 from dvi.module import ScoreDVI, single_image_loader
-from dvi.noise_level import NoiseLevel, analyse_noise
+from dvi.noise_level import MIN_SIDE, NoiseLevel, analyse_noise
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,10 @@ def fit_image(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings = 
 
     A NaN/inf loss restarts once with a new seed, then raises :class:`InputError`.
     """
-    if min(noisy.shape[-2:]) < 2 ** settings.unet_depth:
+    smallest = max(2 ** settings.unet_depth, MIN_SIDE)
+    if min(noisy.shape[-2:]) < smallest:
         raise InputError(f"the image is {noisy.shape[-1]}x{noisy.shape[-2]} pixels; ScoreDVI needs at least "
-                         f"{2 ** settings.unet_depth}x{2 ** settings.unet_depth}")
+                         f"{smallest}x{smallest} (noise-level estimate and U-Net)")
     noise = analyse_noise(noisy)
     beta0 = noise.beta0 if settings.beta0 is None else settings.beta0
     if torch.cuda.is_available():

@@ -48,6 +48,7 @@ from torch import Tensor
 from common.errors import InputError
 
 PATCH = 7
+MIN_SIDE = 2 * PATCH * 4  # smallest image side the default stride-4 estimate accepts (pixels)
 _EPS_VAR = 1e-12  # variance floor (intensity^2 units) used only in IRLS weights
 
 

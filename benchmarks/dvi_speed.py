@@ -1,0 +1,124 @@
+"""Stage-2 speed: ms per ScoreDVI step and s per image (x steps) by image size, peak memory.
+
+Runs the real training step of :class:`dvi.module.ScoreDVI` (forward of the four nets, K prior
+calls on M samples, ELBO, backward, Adam) in a plain loop on a synthetic noisy image; prior weights
+do not change the cost, so untrained 20-layer BF-DnCNNs stand in when --priors is not given.
+``--compare A B`` runs two configurations alternately in one process and prints their ratio.
+
+    python benchmarks/dvi_speed.py --sizes 64 128 --steps 3
+    python benchmarks/dvi_speed.py --sizes 256 --compare mc_samples=5 mc_samples=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import resource
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from common.bfdncnn import BFDnCNN
+from common.prior_files import load_priors
+from dvi.fit import FitSettings
+from dvi.module import ScoreDVI
+
+AUTOCAST = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+
+def parse_overrides(text: str) -> dict[str, object]:
+    """``"mc_samples=2,unet_base=32"`` -> FitSettings field overrides (typed like the defaults)."""
+    fields = {f.name: f for f in dataclasses.fields(FitSettings)}
+    out: dict[str, object] = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"error: unknown setting {key!r}; choose from {', '.join(fields)}")
+        out[key] = type(getattr(FitSettings(), key) or 0.0)(value)
+    return out
+
+
+def build(settings: FitSettings, *, channels: int, priors: list[BFDnCNN], device: str) -> tuple[ScoreDVI, torch.optim.Optimizer]:
+    module = ScoreDVI(priors, channels=channels, components=settings.components, mc_samples=settings.mc_samples,
+                      unet_base=settings.unet_base, unet_depth=settings.unet_depth, aux_layers=settings.aux_layers,
+                      aux_features=settings.aux_features, image_every=0).to(device)
+    module.log_dict = lambda *args, **kwargs: None  # no Trainer attached: skip logging
+    return module, module.configure_optimizers()
+
+
+def time_steps(module: ScoreDVI, optimiser: torch.optim.Optimizer, y: torch.Tensor, *, steps: int,
+               precision: str) -> float:
+    """Seconds per step over ``steps`` timed steps (after one warm-up step)."""
+    dtype = AUTOCAST[precision]
+    device = y.device.type
+
+    def step() -> None:
+        module.on_train_batch_start(y, 0)
+        with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = module.training_step(y, 0)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per size")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=list(AUTOCAST), default="32-true")
+    parser.add_argument("--priors", nargs="+", default=None, help="prior files (default: untrained 20-layer nets)")
+    parser.add_argument("--settings", default="", help="FitSettings overrides, e.g. mc_samples=2,unet_base=32")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                        help="two override strings timed alternately; prints B/A")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    priors = (load_priors(args.priors, channels=3) if args.priors else
+              [BFDnCNN(channels=3).eval() for _ in range(FitSettings().components)])
+    configs = [args.settings] if args.compare is None else list(args.compare)
+    title = (f"ScoreDVI step time on {args.device} "
+             f"({torch.cuda.get_device_name() if args.device == 'cuda' else platform.machine()}, "
+             f"{torch.get_num_threads()} threads), {args.precision}, torch {torch.__version__}")
+    table = Table(title=title)
+    for column in ("size", "settings", "ms/step", "s/image", "peak MB"):
+        table.add_column(column, justify="right")
+    for size in args.sizes:
+        y = torch.rand(1, 3, size, size, device=args.device)
+        timings: dict[str, list[float]] = {c: [] for c in configs}
+        models = {c: build(dataclasses.replace(FitSettings(), **parse_overrides(c)), channels=3, priors=priors,
+                           device=args.device) for c in configs}
+        for _ in range(2 if args.compare else 1):  # alternate A, B, A, B
+            for config in configs:
+                timings[config].append(time_steps(*models[config], y, steps=args.steps, precision=args.precision))
+        for config in configs:
+            settings = dataclasses.replace(FitSettings(), **parse_overrides(config))
+            seconds = min(timings[config])
+            table.add_row(str(size), config or "default", f"{1000 * seconds:.0f}", f"{seconds * settings.steps:.0f}",
+                          f"{peak_memory_mb(args.device):.0f}")
+        if args.compare:
+            a, b = (min(timings[c]) for c in configs)
+            table.add_row(str(size), "ratio B/A", f"{b / a:.3f}", "", "")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
