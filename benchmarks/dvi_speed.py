@@ -5,8 +5,8 @@ calls on M samples, ELBO, backward, Adam) in a plain loop on a synthetic noisy i
 do not change the cost, so untrained 20-layer BF-DnCNNs stand in when --priors is not given.
 ``--compare A B`` runs two configurations alternately in one process and prints their ratio.
 
-    python benchmarks/dvi_speed.py --sizes 64 128 --steps 3
-    python benchmarks/dvi_speed.py --sizes 256 --compare mc_samples=5 mc_samples=2
+    python -m benchmarks.dvi_speed --sizes 64 128 --steps 3
+    python -m benchmarks.dvi_speed --sizes 256 --compare mc_samples=5 mc_samples=2
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import argparse
 import dataclasses
 import platform
 import resource
-import time
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.timing import seconds_per_step
 from common.bfdncnn import BFDnCNN
 from common.prior_files import load_priors
 from dvi.fit import FitSettings
@@ -63,15 +63,7 @@ def time_steps(module: ScoreDVI, optimiser: torch.optim.Optimizer, y: torch.Tens
         loss.backward()
         optimiser.step()
 
-    step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    return seconds_per_step(step, device=device, steps=steps)
 
 
 def peak_memory_mb(device: str) -> float:

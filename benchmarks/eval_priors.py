@@ -5,7 +5,7 @@ the RGB test photos; gray priors: their BT.601 luma), AWGN at sigma 15 / 25 / 50
 with fixed seeds, PSNR (published convention, unclipped noisy input to the prior) averaged over
 images. Written to each entry as ``heldout_psnr`` with the crop size and image count.
 
-    python benchmarks/eval_priors.py --heldout data/prior_groups [--crop 256]
+    python -m benchmarks.eval_priors --heldout data/prior_groups [--crop 256]
 """
 
 from __future__ import annotations

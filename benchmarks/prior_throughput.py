@@ -3,19 +3,19 @@
 One training step = AWGN on the device, forward, MSE, backward, Adam step (GaussianDenoiser).
 CPU always (float32); on a CUDA GPU also 32-true, 16-mixed and bf16-mixed (autocast).
 
-    python benchmarks/prior_throughput.py [--batch 16] [--steps 5] [--threads N]
+    python -m benchmarks.prior_throughput [--batch 16] [--steps 5] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.timing import seconds_per_step
 from prior_training.module import GaussianDenoiser
 
 AUTOCAST = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -38,16 +38,7 @@ def patches_per_second(*, device: str, precision: str, batch: int, steps: int, p
         scaler.step(optimiser)
         scaler.update()
 
-    for _ in range(2):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - start)
+    return batch / seconds_per_step(step, device=device, steps=steps, warmup=2)
 
 
 def main() -> None:

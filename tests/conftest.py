@@ -1,5 +1,6 @@
 """Shared fixtures: generated images (nothing downloaded), runs/ kept inside tmp folders."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,21 @@ def image_folder(tmp_path: Path) -> Path:
 def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs (TensorBoard, outputs/) go to the test's own folder, never the repository."""
     monkeypatch.chdir(tmp_path)
+
+
+def error_lines(main: Callable[[list[str]], None], argv: list[str], capsys: pytest.CaptureFixture) -> list[str]:
+    """Run a CLI ``main(argv)`` that must fail: exit status 2, no traceback; return its stderr lines."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "Traceback" not in captured.out
+    return captured.err.strip().splitlines()
+
+
+def one_error_line(main: Callable[[list[str]], None], argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Like :func:`error_lines`, and stderr must be exactly one line starting with ``error: ``."""
+    lines = error_lines(main, argv, capsys)
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]

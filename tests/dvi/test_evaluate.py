@@ -13,6 +13,7 @@ from common.images import read_image, write_image
 from common.metrics import psnr
 from dvi.cli import main
 from dvi.evaluate import COLUMNS
+from tests.conftest import one_error_line as shared_one_error_line
 from tests.conftest import smooth_image
 
 FAST = ["--steps", "2", "--components", "1", "--mc-samples", "1", "--device", "cpu"]
@@ -124,14 +125,7 @@ def test_list_file_with_relative_paths_and_crop(tiny_priors, tmp_path, capsys, m
 
 
 def one_error_line(argv: list[str], capsys) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.out, captured
-    return lines[0]
+    return shared_one_error_line(main, argv, capsys)
 
 
 @pytest.mark.parametrize("case", ["three_fields", "missing_list", "no_pairs", "mismatched_sizes", "nothing_given"])
