@@ -67,3 +67,15 @@ def test_missing_archive_and_manual_dataset_messages(served, tmp_path):
     with pytest.raises(InputError, match=r"put the JPEGs into .*imagenet-val/val"):
         prepare_archive(manual, root=tmp_path)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_corrupt_archive_with_matching_checksum_is_refused_and_cleaned_up(served, tmp_path):
+    url, payload = served
+    damaged = payload[: len(payload) // 2]
+    (tmp_path / "www" / "cut.tgz").write_bytes(damaged)
+    spec = ArchiveSpec(name="toy", url=url.replace("set.tgz", "cut.tgz"), image_dir="photos",
+                       md5=hashlib.md5(damaged).hexdigest())
+    cache = tmp_path / "cache"
+    with pytest.raises(InputError, match="cannot extract cut.tgz"):
+        prepare_archive(spec, root=cache)
+    assert list(cache.iterdir()) == []
