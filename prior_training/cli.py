@@ -64,8 +64,20 @@ def expand_shortcuts(argv: list[str]) -> list[str]:
     return out
 
 
+def check_ckpt_path(argv: list[str]) -> None:
+    """A ``--ckpt_path`` that names a missing file is a user error, not a traceback."""
+    for index, arg in enumerate(argv):
+        name, sep, value = arg.partition("=")
+        if name == "--ckpt_path":
+            path = value if sep else (argv[index + 1] if index + 1 < len(argv) else "")
+            if path not in ("", "last", "best", "hpc", "registry", "null") and not Path(path).is_file():
+                raise InputError(f"--ckpt_path {path} does not exist; pass a .ckpt written by 'fit' "
+                                 "(e.g. runs/prior_training/version_0/checkpoints/last.ckpt)")
+
+
 def run_lightning(argv: list[str]) -> None:
     """fit / validate / test through LightningCLI (config files, --print_config)."""
+    check_ckpt_path(argv)
     quiet_lightning()
     with mock.patch.object(sys, "argv", [sys.argv[0], *expand_shortcuts(argv)]):
         PriorTrainingCLI(GaussianDenoiser, PatchDataModule, trainer_defaults=trainer_defaults(),

@@ -91,3 +91,17 @@ def test_export_of_missing_or_foreign_checkpoint(tmp_path, capsys):
         main(["export", str(junk), "--out", str(tmp_path / "x.pt")])
     assert "prior_training checkpoint" in one_error_line(capsys)
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_missing_ckpt_path_is_one_line(image_folder, capsys):
+    with pytest.raises(SystemExit):
+        main(["test", "--dataset", "folder", "--data-root", str(image_folder), *TINY, "--ckpt_path", "nope.ckpt"])
+    assert "--ckpt_path nope.ckpt does not exist" in one_error_line(capsys)
+
+
+def test_validate_and_test_subcommands_report_psnr(image_folder, tmp_path, capsys):
+    run_fit(image_folder)
+    last = tmp_path / "runs" / "prior_training" / "version_0" / "checkpoints" / "last.ckpt"
+    for command in ("validate", "test"):
+        main([command, "--dataset", "folder", "--data-root", str(image_folder), *TINY, "--ckpt_path", str(last)])
+        assert f"{'val' if command == 'validate' else 'test'}/psnr_25" in capsys.readouterr().out
