@@ -387,3 +387,10 @@ def list_images(folder: str | os.PathLike[str], *, recursive: bool = False) -> l
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES
                   and not p.name.startswith(".") and p.is_file())
+
+
+def center_crop(pixels: Tensor, size: int) -> Tensor:
+    """The central ``size`` x ``size`` window of (..., H, W) (whole sides where the image is smaller)."""
+    height, width = pixels.shape[-2:]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    return pixels[..., top:top + size, left:left + size]

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common.errors import InputError
-from common.images import list_images, read_image, write_image
+from common.images import center_crop, list_images, read_image, write_image
 from common.metrics import score
 from common.prior_files import PriorFormat, default_prior_paths, load_priors
 
@@ -66,12 +66,9 @@ def read_pair_list(path: Path) -> list[Pair]:
     return pairs
 
 
-def center_crop(pixels, size: int | None):  # noqa: ANN001, ANN201 - tensor in, tensor out
-    if size is None:
-        return pixels
-    height, width = pixels.shape[-2:]
-    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-    return pixels[..., top:top + size, left:left + size]
+def crop_if(pixels, size: int | None):  # noqa: ANN001, ANN201 - tensor in, tensor out
+    """``--crop``: the centre ``size`` x ``size`` window, or the whole image when no size is given."""
+    return pixels if size is None else center_crop(pixels, size)
 
 
 def done_names(table: Path) -> set[str]:
@@ -132,8 +129,8 @@ def evaluate(args: argparse.Namespace) -> None:
         if pair.name in finished:
             console.print(f"[dim]{pair.name}: already in {table}, skipped[/dim]")
             continue
-        noisy = center_crop(read_image(pair.noisy).pixels, args.crop)
-        clean = center_crop(read_image(pair.clean).pixels, args.crop)
+        noisy = crop_if(read_image(pair.noisy).pixels, args.crop)
+        clean = crop_if(read_image(pair.clean).pixels, args.crop)
         if noisy.shape != clean.shape:
             raise InputError(f"{pair.noisy} is {tuple(noisy.shape)} but {pair.clean} is {tuple(clean.shape)}")
         channels = noisy.shape[0]

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from common.errors import InputError
-from common.images import list_images, read_image, to_grayscale
+from common.images import center_crop, list_images, read_image, to_grayscale
 from prior_training.archives import DATASETS, dataset_images_dir, prepare_archive
 
 DatasetName = Literal["cbsd300", "div2k", "imagenet-val", "waterloo", "folder"]
@@ -63,10 +63,7 @@ class CenterCropDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Tensor:
-        image = load_clean(self.paths[index], channels=self.channels)
-        height, width = image.shape[-2:]
-        top, left = max(0, (height - self.crop) // 2), max(0, (width - self.crop) // 2)
-        return image[:, top:top + self.crop, left:left + self.crop]
+        return center_crop(load_clean(self.paths[index], channels=self.channels), self.crop)
 
 
 def concat_patches(batch: list[Tensor]) -> Tensor:
