@@ -7,6 +7,7 @@ do not change the cost, so untrained 20-layer BF-DnCNNs stand in when --priors i
 
     python -m benchmarks.dvi_speed --sizes 64 128 --steps 3
     python -m benchmarks.dvi_speed --sizes 256 --compare mc_samples=5 mc_samples=2
+    python -m benchmarks.dvi_speed --sizes 256 --batch 8 --precision bf16-mixed   # many images at once (GPU)
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ import argparse
 import dataclasses
 import platform
 import resource
+from collections.abc import Callable
 
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.timing import seconds_per_step
 from common.bfdncnn import BFDnCNN
 from common.prior_files import load_priors
+from dvi.elbo import Hyperpriors
 from dvi.fit import FitSettings
 from dvi.module import ScoreDVI
 
@@ -41,19 +45,30 @@ def parse_overrides(text: str) -> dict[str, object]:
     return out
 
 
-def build(settings: FitSettings, *, channels: int, priors: list[BFDnCNN], device: str) -> tuple[ScoreDVI, torch.optim.Optimizer]:
-    module = ScoreDVI(priors, channels=channels, components=settings.components, mc_samples=settings.mc_samples,
-                      unet_base=settings.unet_base, unet_depth=settings.unet_depth, aux_layers=settings.aux_layers,
-                      aux_features=settings.aux_features, image_every=0).to(device)
+def build(settings: FitSettings, *, channels: int, priors: list[BFDnCNN], device: str,
+          batch: int) -> tuple[ScoreDVI, torch.optim.Optimizer]:
+    """A ScoreDVI module fitting ``batch`` images at once, outside a Trainer."""
+    module = ScoreDVI(priors, channels=channels, seeds=range(batch), weights=[1.0] * batch,
+                      hypers=[Hyperpriors()] * batch, deltas=[float("nan")] * batch, components=settings.components,
+                      mc_samples=settings.mc_samples, unet_base=settings.unet_base, unet_depth=settings.unet_depth,
+                      aux_layers=settings.aux_layers, aux_features=settings.aux_features, image_every=0,
+                      log_every=settings.log_every).to(device)
     module.log_dict = lambda *args, **kwargs: None  # no Trainer attached: skip logging
+    module.on_fit_start()
     return module, module.configure_optimizers()
 
 
 def time_steps(module: ScoreDVI, optimiser: torch.optim.Optimizer, y: torch.Tensor, *, steps: int,
                precision: str) -> float:
     """Seconds per step over ``steps`` timed steps (after one warm-up step)."""
-    dtype = AUTOCAST[precision]
     device = y.device.type
+    return seconds_per_step(training_step(module, optimiser, y, precision=precision), device=device, steps=steps)
+
+
+def training_step(module: ScoreDVI, optimiser: torch.optim.Optimizer, y: torch.Tensor, *,
+                  precision: str) -> Callable[[], None]:
+    """One optimisation step as Lightning runs it (autocast for mixed precision)."""
+    dtype, device = AUTOCAST[precision], y.device.type
 
     def step() -> None:
         module.on_train_batch_start(y, 0)
@@ -63,7 +78,14 @@ def time_steps(module: ScoreDVI, optimiser: torch.optim.Optimizer, y: torch.Tens
         loss.backward()
         optimiser.step()
 
-    return seconds_per_step(step, device=device, steps=steps)
+    return step
+
+
+def flop_per_step(step: Callable[[], None]) -> float:
+    """Floating-point operations of one step (forward, backward, priors), counted by PyTorch's FlopCounterMode."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
 
 
 def peak_memory_mb(device: str) -> float:
@@ -78,6 +100,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per size")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=list(AUTOCAST), default="32-true")
+    parser.add_argument("--batch", type=int, default=1, help="images fitted concurrently (B)")
     parser.add_argument("--priors", nargs="+", default=None, help="prior files (default: untrained 20-layer nets)")
     parser.add_argument("--settings", default="", help="FitSettings overrides, e.g. mc_samples=2,unet_base=32")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
@@ -91,24 +114,27 @@ def main() -> None:
              f"({torch.cuda.get_device_name() if args.device == 'cuda' else platform.machine()}, "
              f"{torch.get_num_threads()} threads), {args.precision}, torch {torch.__version__}")
     table = Table(title=title)
-    for column in ("size", "settings", "ms/step", "s/image", "peak MB"):
+    for column in ("size", "settings", "batch", "ms/step", "s/image", "images/s", "TFLOP/s", "peak MB"):
         table.add_column(column, justify="right")
     for size in args.sizes:
-        y = torch.rand(1, 3, size, size, device=args.device)
+        y = torch.rand(args.batch, 3, size, size, device=args.device)
         timings: dict[str, list[float]] = {c: [] for c in configs}
         models = {c: build(dataclasses.replace(FitSettings(), **parse_overrides(c)), channels=3, priors=priors,
-                           device=args.device) for c in configs}
+                           device=args.device, batch=args.batch) for c in configs}
+        flop = {c: flop_per_step(training_step(*models[c], y, precision=args.precision)) for c in configs}
         for _ in range(2 if args.compare else 1):  # alternate A, B, A, B
             for config in configs:
                 timings[config].append(time_steps(*models[config], y, steps=args.steps, precision=args.precision))
         for config in configs:
             settings = dataclasses.replace(FitSettings(), **parse_overrides(config))
             seconds = min(timings[config])
-            table.add_row(str(size), config or "default", f"{1000 * seconds:.0f}", f"{seconds * settings.steps:.0f}",
+            per_image = seconds * settings.steps / args.batch
+            table.add_row(str(size), config or "default", str(args.batch), f"{1000 * seconds:.0f}", f"{per_image:.1f}",
+                          f"{1 / per_image:.3f}", f"{flop[config] / seconds / 1e12:.2f}",
                           f"{peak_memory_mb(args.device):.0f}")
         if args.compare:
             a, b = (min(timings[c]) for c in configs)
-            table.add_row(str(size), "ratio B/A", f"{b / a:.3f}", "", "")
+            table.add_row(str(size), "ratio B/A", "", f"{b / a:.3f}", "", "", "", "")
     Console().print(table)
 
 

@@ -25,6 +25,8 @@ class FitSettings:
     ``beta0`` None picks 0.005 / 0.01 / 0.02 from the noise class (``--beta0 auto``).
     ``restart_sigma``: when the mean of sigma_k (intensity units, [0,1] scale) after the run
     exceeds it, the fit is restarted once from fresh weights (reference rule).
+    ``log_every``: scalars go to TensorBoard every this many steps; each log makes the host wait
+    for the device, so GPU runs want 10 or more.
     """
 
     steps: int = 400
@@ -44,12 +46,16 @@ class FitSettings:
     aux_layers: int = 5
     aux_features: int = 32
     image_every: int = 50
+    log_every: int = 1
     progress_bar: bool = True
 
 
 @dataclass(frozen=True)
 class FitResult:
-    """Denoised image (C, H, W) in [0,1], its uncertainty var_bar (C, H, W), and what happened."""
+    """Denoised image (C, H, W) in [0,1], its uncertainty var_bar (C, H, W), and what happened.
+
+    ``seconds`` and ``peak_memory_mb`` are those of the whole batch of ``batch`` images fitted together.
+    """
 
     denoised: Tensor
     variance: Tensor
@@ -62,60 +68,99 @@ class FitResult:
     seed: int
     component_means: Tensor
     component_weights: Tensor
+    batch: int = 1
 
 
-def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, *, noise: NoiseLevel,
-                beta0: float, seed: int, name: str | None, clean: Tensor | None) -> ScoreDVI:
+def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, *, noises: Sequence[NoiseLevel],
+                beta0s: Sequence[float], seeds: Sequence[int], name: str | None, clean: Tensor | None) -> ScoreDVI:
+    """One Lightning run fitting the images ``noisy`` (B, C, H, W) together."""
     trainer = build_trainer(stage="dvi", name=name, precision=settings.precision, accelerator=settings.accelerator,
-                            seed=seed, max_steps=settings.steps, max_epochs=1, enable_checkpointing=False, log_every_n_steps=1,
-                            progress_bar=settings.progress_bar, num_sanity_val_steps=0)
-    module = ScoreDVI(priors, channels=noisy.shape[0], components=settings.components, mc_samples=settings.mc_samples,
-                      weight=noise.weight, hyper=Hyperpriors(alpha0=settings.alpha0, beta0=beta0, d=settings.dirichlet),
-                      lr=settings.lr, ema=settings.ema, unet_base=settings.unet_base, unet_depth=settings.unet_depth,
-                      aux_layers=settings.aux_layers, aux_features=settings.aux_features,
-                      image_every=settings.image_every, clean=None if clean is None else clean.unsqueeze(0),
-                      delta=noise.delta)
+                            seed=seeds[0], max_steps=settings.steps, max_epochs=1, enable_checkpointing=False,
+                            log_every_n_steps=settings.log_every, progress_bar=settings.progress_bar,
+                            num_sanity_val_steps=0)
+    module = ScoreDVI(priors, channels=noisy.shape[1], seeds=seeds, weights=[n.weight for n in noises],
+                      hypers=[Hyperpriors(alpha0=settings.alpha0, beta0=b, d=settings.dirichlet) for b in beta0s],
+                      deltas=[n.delta for n in noises], components=settings.components,
+                      mc_samples=settings.mc_samples, lr=settings.lr, ema=settings.ema, unet_base=settings.unet_base,
+                      unet_depth=settings.unet_depth, aux_layers=settings.aux_layers,
+                      aux_features=settings.aux_features, image_every=settings.image_every,
+                      log_every=settings.log_every, clean=clean)
     if trainer.logger is not None:
-        trainer.logger.log_hyperparams({"delta": noise.delta, "lambda": noise.weight, "beta0": beta0, "seed": seed,
-                                        "noise_class": noise.noise_class.name, "steps": settings.steps})
+        trainer.logger.log_hyperparams({"delta": noises[0].delta, "lambda": noises[0].weight, "beta0": beta0s[0],
+                                        "seed": seeds[0], "images": len(seeds),
+                                        "noise_class": noises[0].noise_class.name, "steps": settings.steps})
     trainer.fit(module, train_dataloaders=single_image_loader(noisy, steps=settings.steps))
     return module
 
 
-def fit_image(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings = FitSettings(), *,
-              clean: Tensor | None = None, name: str | None = None) -> FitResult:
-    """Denoise ``noisy`` (C, H, W) in [0,1] with K priors; returns the EMA posterior mean and variance.
-
-    A NaN/inf loss restarts once with a new seed, then raises :class:`InputError`.
-    """
+def check_size(noisy: Tensor, settings: FitSettings) -> None:
+    """Refuse an image (C, H, W) smaller than the noise estimator and the U-Net need."""
     smallest = max(2 ** settings.unet_depth, MIN_SIDE)
     if min(noisy.shape[-2:]) < smallest:
         raise InputError(f"the image is {noisy.shape[-1]}x{noisy.shape[-2]} pixels; ScoreDVI needs at least "
                          f"{smallest}x{smallest} (noise-level estimate and U-Net)")
-    noise = analyse_noise(noisy)
-    beta0 = noise.beta0 if settings.beta0 is None else settings.beta0
+
+
+def fit_images(noisy: Sequence[Tensor], priors: Sequence[BFDnCNN], settings: FitSettings = FitSettings(), *,
+               clean: Sequence[Tensor] | None = None, name: str | None = None,
+               noise: Sequence[NoiseLevel] | None = None) -> list[FitResult]:
+    """Denoise B same-sized images (C, H, W) in [0,1] concurrently; each fit is independent of the others.
+
+    Image b uses seed ``settings.seed`` like a one-image fit, so the results equal B separate calls
+    of :func:`fit_image` up to floating-point rounding. Per image: restart once from fresh weights
+    (seed + 1) when its mean sigma ends above ``settings.restart_sigma``; a NaN/inf loss retries once
+    with seed + 1, then raises :class:`InputError`. ``noise`` skips the noise-level estimate.
+    """
+    shapes = {tuple(image.shape) for image in noisy}
+    if len(shapes) != 1:
+        raise ValueError(f"images fitted together must have one shape, got {sorted(shapes)}")
+    for image in noisy:
+        check_size(image, settings)
+    levels = list(noise) if noise is not None else [analyse_noise(image) for image in noisy]
+    beta0s = [level.beta0 if settings.beta0 is None else settings.beta0 for level in levels]
+    count = len(noisy)
+    seeds, restarts, nan_retried = [settings.seed] * count, [0] * count, [False] * count
+    results: list[FitResult | None] = [None] * count
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    start, seed, restarts, nan_retried = time.perf_counter(), settings.seed, 0, False
-    while True:
+    start = time.perf_counter()
+    while pending := [i for i in range(count) if results[i] is None]:
+        attempt = name
+        if name is not None and any(seeds[i] != settings.seed for i in pending):
+            attempt = f"{name}-seed{seeds[pending[0]]}" if len(pending) == 1 else f"{name}-retry"
         try:
-            attempt = name if seed == settings.seed or name is None else f"{name}-seed{seed}"
-            module = _train_once(noisy, priors, settings, noise=noise, beta0=beta0, seed=seed, name=attempt,
-                                 clean=clean)
-        except FloatingPointError as err:
-            if nan_retried:
-                raise InputError(f"the fit diverged twice ({err}); try another --seed or a smaller --beta0") from None
-            nan_retried, seed = True, seed + 1
-            continue
-        if module.mean_sigma > settings.restart_sigma and restarts == 0:
-            restarts, seed = 1, seed + 1
-            continue
-        break
+            module = _train_once(torch.stack([noisy[i] for i in pending]), priors, settings,
+                                 noises=[levels[i] for i in pending], beta0s=[beta0s[i] for i in pending],
+                                 seeds=[seeds[i] for i in pending], name=attempt,
+                                 clean=None if clean is None else torch.stack([clean[i] for i in pending]))
+            finite, mean_sigma = module.finite.cpu().tolist(), module.mean_sigma.tolist()
+        except FloatingPointError:
+            finite, mean_sigma, module = [False] * len(pending), [math.nan] * len(pending), None
+        for j, i in enumerate(pending):
+            if not finite[j]:
+                if nan_retried[i]:
+                    raise InputError(f"the fit diverged twice (loss not finite, seed {seeds[i]}); "
+                                     "try another --seed or a smaller --beta0")
+                nan_retried[i], seeds[i] = True, seeds[i] + 1
+            elif mean_sigma[j] > settings.restart_sigma and restarts[i] == 0:
+                restarts[i], seeds[i] = 1, seeds[i] + 1
+            else:
+                results[i] = FitResult(
+                    denoised=module.mean_ema[j].clamp(0, 1).cpu(), variance=module.var_ema[j].cpu(), noise=levels[i],
+                    beta0=beta0s[i], mean_sigma=mean_sigma[j], seconds=math.nan, peak_memory_mb=math.nan,
+                    restarts=restarts[i] + int(nan_retried[i]), seed=seeds[i],
+                    component_means=module.last_components["mu"][j].cpu(),
+                    component_weights=module.last_components["pi"][j].cpu(), batch=count)
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else math.nan
-    return FitResult(denoised=module.mean_ema[0].clamp(0, 1).cpu(), variance=module.var_ema[0].cpu(), noise=noise,
-                     beta0=beta0, mean_sigma=module.mean_sigma, seconds=time.perf_counter() - start,
-                     peak_memory_mb=peak, restarts=restarts + int(nan_retried), seed=seed,
-                     component_means=module.last_components["mu"].cpu(), component_weights=module.last_components["pi"].cpu())
+    seconds = time.perf_counter() - start
+    return [replace(result, seconds=seconds, peak_memory_mb=peak) for result in results]
+
+
+def fit_image(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings = FitSettings(), *,
+              clean: Tensor | None = None, name: str | None = None, noise: NoiseLevel | None = None) -> FitResult:
+    """Denoise ``noisy`` (C, H, W) in [0,1] with K priors; returns the EMA posterior mean and variance."""
+    return fit_images([noisy], priors, settings, clean=None if clean is None else [clean], name=name,
+                      noise=None if noise is None else [noise])[0]
 
 
 def settings_with(settings: FitSettings, **changes: object) -> FitSettings:

@@ -12,13 +12,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.bfdncnn import BFDnCNN
 from common.metrics import ssim
-from dvi.elbo import Hyperpriors, negative_elbo
-from dvi.nets import OmegaNet, PhiNet, XNet, ZNet
+from dvi.elbo import Hyperpriors, LossTerms, negative_elbo
 from dvi.score import expected_log_prior_surrogate
+from dvi.variational import StackedNets, seeded_nets
+
+NOISE_STREAM = 1_000_003  # offset of the Monte-Carlo noise seed from the initialisation seed
 
 
 class RepeatedImage(Dataset):
-    """The same noisy image (C, H, W) ``steps`` times: one batch per optimisation step."""
+    """The same noisy image(s) (C, H, W) or (B, C, H, W) ``steps`` times: one batch per optimisation step."""
 
     def __init__(self, image: Tensor, *, steps: int) -> None:
         self.image, self.steps = image, steps
@@ -31,8 +33,9 @@ class RepeatedImage(Dataset):
 
 
 def single_image_loader(image: Tensor, *, steps: int) -> DataLoader:
-    """A DataLoader yielding (1, C, H, W) ``steps`` times."""
-    return DataLoader(RepeatedImage(image, steps=steps), batch_size=1, shuffle=False, num_workers=0)
+    """A DataLoader yielding the image(s) as one (B, C, H, W) batch ``steps`` times (B = 1 for (C, H, W))."""
+    images = image if image.dim() == 4 else image.unsqueeze(0)
+    return DataLoader(RepeatedImage(images, steps=steps), batch_size=None, shuffle=False, num_workers=0)
 
 
 def pad_to_multiple(y: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
@@ -44,15 +47,25 @@ def pad_to_multiple(y: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     return y, (height, width)
 
 
+def full_precision(x: Tensor) -> Tensor:
+    """bf16/fp16 network outputs -> float32 for the loss; float32 and float64 stay as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class ScoreDVI(L.LightningModule):
-    """Per-image variational inference with K score priors.
+    """Per-image variational inference with K score priors, for B same-sized images at once.
 
     Args:
         priors: K frozen BF-DnCNNs (component k uses ``priors[k % len(priors)]``); folded to
             plain conv/ReLU stacks, so they have no train/eval state and take no gradients.
-        components: K. mc_samples: M samples per component and step.
-        weight: lambda(y). hyper: alpha0, beta0, d. ema: weight of the old average in the output EMA.
-        unet_base, unet_depth, aux_layers, aux_features: network sizes (defaults = reference).
+        seeds: one per image (B = len(seeds)); image b's nets are initialised from
+            ``torch.manual_seed(seeds[b])`` and its Monte-Carlo noise comes from its own generator,
+            so a batch of B fits computes what B one-image fits with those seeds compute.
+        weights: lambda(y) per image. hypers: alpha0, beta0, d per image. deltas: per image, logged.
+        components: K. mc_samples: M samples per component and step. ema: weight of the old
+        average in the output EMA. unet_base, unet_depth, aux_layers, aux_features: network sizes.
+        log_every: scalars are logged every this many steps (each log waits for the device).
+        check_every: every this many steps the fit stops if no image's loss is finite any more.
     Images are in [0,1]. The nets stay in training mode (batch norm on the one image), as in the reference.
     """
 
@@ -61,10 +74,12 @@ class ScoreDVI(L.LightningModule):
         priors: Sequence[BFDnCNN],
         *,
         channels: int = 3,
+        seeds: Sequence[int] = (0,),
+        weights: Sequence[float] = (1.0,),
+        hypers: Sequence[Hyperpriors] = (Hyperpriors(),),
+        deltas: Sequence[float] = (float("nan"),),
         components: int = 3,
         mc_samples: int = 5,
-        weight: float = 1.0,
-        hyper: Hyperpriors = Hyperpriors(),
         lr: float = 1e-3,
         ema: float = 0.9,
         unet_base: int = 64,
@@ -72,69 +87,82 @@ class ScoreDVI(L.LightningModule):
         aux_layers: int = 5,
         aux_features: int = 32,
         image_every: int = 50,
+        log_every: int = 1,
+        check_every: int = 50,
         clean: Tensor | None = None,
-        delta: float = float("nan"),
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["priors", "clean"])
-        self.delta = delta
+        if not len(seeds) == len(weights) == len(hypers) == len(deltas):
+            raise ValueError(f"seeds, weights, hypers and deltas need one entry per image, got "
+                             f"{len(seeds)}, {len(weights)}, {len(hypers)}, {len(deltas)}")
+        self.save_hyperparameters(ignore=["priors", "clean", "hypers"])
+        self.seeds, self.weights, self.hypers, self.deltas = list(seeds), list(weights), list(hypers), list(deltas)
         self.priors = nn.ModuleList(prior.folded().requires_grad_(False) for prior in priors)
-        self.x_net = XNet(channels=channels, components=components, base=unet_base, depth=unet_depth)
-        aux = dict(channels=channels, components=components, layers=aux_layers, features=aux_features)
-        self.phi_net, self.z_net, self.omega_net = PhiNet(**aux), ZNet(**aux), OmegaNet(**aux)
-        self.hyper, self.weight = hyper, weight
+        self.nets = StackedNets(seeded_nets(self.seeds, channels=channels, components=components, unet_base=unet_base,
+                                            unet_depth=unet_depth, aux_layers=aux_layers, aux_features=aux_features))
         self.register_buffer("clean", clean, persistent=False)
+        self.register_buffer("finite", torch.ones(len(self.seeds), dtype=torch.bool), persistent=False)
+        self.generators: list[torch.Generator] = []
         self.mean_ema: Tensor | None = None
         self.var_ema: Tensor | None = None
-        self.mean_sigma = float("nan")
+        self.mean_sigma = torch.full((len(self.seeds),), float("nan"))
 
     def forward(self, y: Tensor) -> dict[str, Tensor]:
-        """All variational outputs for y (N, C, H, W), H and W padded to the U-Net's multiple."""
-        mu, log_var = self.x_net(y)
-        log_alpha, log_beta = self.phi_net(y)
-        return {"mu": mu, "log_var": log_var, "log_alpha": log_alpha, "log_beta": log_beta,
-                "pi": self.z_net(y), "d_hat": self.omega_net(y)}
+        """All variational outputs (B, K, C, H, W) for y (B, C, H, W), H and W padded to the U-Net's multiple."""
+        return self.nets(y)
+
+    def on_fit_start(self) -> None:
+        # each image's Monte-Carlo noise: its own stream, on the device, apart from the init stream
+        self.generators = [torch.Generator(device=self.device).manual_seed(seed + NOISE_STREAM) for seed in self.seeds]
 
     def training_step(self, y: Tensor, batch_idx: int) -> Tensor:
         padded, (height, width) = pad_to_multiple(y, 2 ** self.hparams.unet_depth)
-        out = {key: value[..., :height, :width] for key, value in self(padded).items()}
-        surrogate = expected_log_prior_surrogate(out["mu"].float(), out["log_var"].float(), self.priors,
-                                                 samples=self.hparams.mc_samples)
-        terms = negative_elbo(y=y.float(), mu=out["mu"].float(), log_var=out["log_var"].float(), pi=out["pi"].float(),
-                              log_alpha=out["log_alpha"].float(), log_beta=out["log_beta"].float(),
-                              d_hat=out["d_hat"].float(), expected_log_prior=surrogate, weight=self.weight,
-                              hyper=self.hyper)
-        if not torch.isfinite(terms.total):
-            raise FloatingPointError(f"the loss became {terms.total.item()} at step {self.global_step}")
+        out = {key: full_precision(value[..., :height, :width]) for key, value in self(padded).items()}
+        surrogate = expected_log_prior_surrogate(out["mu"], out["log_var"], self.priors,
+                                                 samples=self.hparams.mc_samples, generators=self.generators)
+        terms = [negative_elbo(y=full_precision(y[b:b + 1]), **{k: v[b:b + 1] for k, v in out.items()},
+                               expected_log_prior=surrogate[b:b + 1], weight=self.weights[b], hyper=self.hypers[b])
+                 for b in range(len(self.seeds))]
+        totals = torch.stack([t.total for t in terms])
+        self.finite &= torch.isfinite(totals)
+        step = self.global_step
+        if (step + 1) % self.hparams.check_every == 0 and not bool(self.finite.any()):
+            raise FloatingPointError(f"the loss became {totals.tolist()} by step {step}")
         self._update_output(out)
-        self._log_step(terms, y, out)
-        return terms.total
+        if step % self.hparams.log_every == 0:
+            self._log_step(terms, y, out)
+        return totals.sum()
 
     @torch.no_grad()
     def _update_output(self, out: dict[str, Tensor]) -> None:
         """EMA of mu_bar = sum_k pi_k mu_k and var_bar = sum_k pi_k^2 sigma2_k (initialised with y and var_bar)."""
-        pi = out["pi"].float()
-        mean = (pi * out["mu"].float()).sum(1)
-        var = (pi.square() * out["log_var"].float().exp()).sum(1)
+        pi = out["pi"]
+        mean = (pi * out["mu"]).sum(1)
+        var = (pi.square() * out["log_var"].exp()).sum(1)
         if self.mean_ema is None:
             self.mean_ema, self.var_ema = self._initial_mean, var
         a = self.hparams.ema
         self.mean_ema = a * self.mean_ema + (1 - a) * mean
         self.var_ema = a * self.var_ema + (1 - a) * var
-        self.mean_sigma_t = (0.5 * out["log_var"].float()).exp().mean()
-        self.last_components = {"mu": out["mu"][0].float().detach(), "pi": pi[0].detach()}
+        self.mean_sigma_t = (0.5 * out["log_var"]).exp().flatten(1).mean(1)
+        self.last_components = {"mu": out["mu"].detach(), "pi": pi.detach()}
 
     def on_train_batch_start(self, y: Tensor, batch_idx: int) -> None:
         if self.mean_ema is None:
-            self._initial_mean = y.float().clone()
+            self._initial_mean = full_precision(y).clone()
 
-    def _log_step(self, terms, y: Tensor, out: dict[str, Tensor]) -> None:  # noqa: ANN001
-        values = {"loss/total": terms.total, "loss/L1": terms.l1, "loss/L2_closed": terms.l2_closed,
-                  "loss/L3": terms.l3, "loss/L4": terms.l4, "loss/L5": terms.l5,
-                  "fit/mean_sigma": self.mean_sigma_t, "fit/lambda": self.weight, "fit/delta": self.delta}
+    def _log_step(self, terms: list[LossTerms], y: Tensor, out: dict[str, Tensor]) -> None:
+        """Scalars averaged over the B images (B = 1: the image's own values)."""
+        def mean(name: str) -> Tensor:
+            return torch.stack([getattr(t, name) for t in terms]).mean()
+
+        values = {"loss/total": mean("total"), "loss/L1": mean("l1"), "loss/L2_closed": mean("l2_closed"),
+                  "loss/L3": mean("l3"), "loss/L4": mean("l4"), "loss/L5": mean("l5"),
+                  "fit/mean_sigma": self.mean_sigma_t.mean(), "fit/lambda": sum(self.weights) / len(self.weights),
+                  "fit/delta": sum(self.deltas) / len(self.deltas)}
         if self.clean is not None:
-            mse = (self.mean_ema.clamp(0, 1) - self.clean).square().mean()
-            values["fit/psnr"] = -10 * torch.log10(mse.clamp_min(1e-12))
+            mse = (self.mean_ema.clamp(0, 1) - self.clean).square().flatten(1).mean(1)
+            values["fit/psnr"] = (-10 * torch.log10(mse.clamp_min(1e-12))).mean()
         self.log_dict(values, on_step=True, on_epoch=False, batch_size=1)
         if self.hparams.image_every and self.global_step % self.hparams.image_every == 0:
             self._log_images(y, out)
@@ -144,18 +172,20 @@ class ScoreDVI(L.LightningModule):
         if experiment is None or not hasattr(experiment, "add_image"):
             return
         step = self.global_step
-        experiment.add_image("image/noisy", y[0].float().clamp(0, 1), step)
-        experiment.add_image("image/estimate", self.mean_ema[0].clamp(0, 1), step)
-        var = self.var_ema[0]
-        experiment.add_image("image/uncertainty", (var / var.max().clamp_min(1e-12)).sqrt(), step)
-        for k in range(out["pi"].shape[1]):
-            experiment.add_image(f"pi/component_{k}", out["pi"][0, k].float(), step)
-        if self.clean is not None:
-            experiment.add_scalar("fit/ssim", ssim(self.mean_ema[0], self.clean[0]), step)
+        for b in range(len(self.seeds)):
+            tag = "" if len(self.seeds) == 1 else f"/{b}"
+            experiment.add_image(f"image/noisy{tag}", y[b].float().clamp(0, 1), step)
+            experiment.add_image(f"image/estimate{tag}", self.mean_ema[b].clamp(0, 1), step)
+            var = self.var_ema[b]
+            experiment.add_image(f"image/uncertainty{tag}", (var / var.max().clamp_min(1e-12)).sqrt(), step)
+            for k in range(out["pi"].shape[1]):
+                experiment.add_image(f"pi/component_{k}{tag}", out["pi"][b, k], step)
+            if self.clean is not None:
+                experiment.add_scalar(f"fit/ssim{tag}", ssim(self.mean_ema[b], self.clean[b]), step)
 
     def on_train_end(self) -> None:
-        self.mean_sigma = float(self.mean_sigma_t)
+        self.mean_sigma = self.mean_sigma_t.detach().cpu()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        nets = [self.x_net, self.phi_net, self.z_net, self.omega_net]
-        return torch.optim.Adam([p for net in nets for p in net.parameters()], lr=self.hparams.lr)
+        """One Adam over the stacked weights: element-wise, so equal to one Adam per image."""
+        return torch.optim.Adam(self.nets.parameters(), lr=self.hparams.lr)

@@ -32,29 +32,40 @@ class ScoreGradient(torch.autograd.Function):
 
 
 @torch.no_grad()
-def prior_scores(samples: Tensor, sigma2: Tensor, residuals: Sequence[Residual]) -> Tensor:
-    """``(G_k(x) - x) / sigma2_k`` for samples (M, K, C, H, W) and variances (1 or M, K, C, H, W).
-
-    ``residuals[k % len(residuals)]`` is the k-th prior's noise predictor ``R = x - G(x)``; it
-    sees all M samples of component k in one batched call and never builds an autograd graph.
+def prior_residuals(samples: Tensor, residuals: Sequence[Residual]) -> Tensor:
+    """``G_k(x) - x`` for samples (S, K, C, H, W): ``residuals[k % len(residuals)]`` is the k-th
+    prior's noise predictor ``R = x - G(x)``; it sees all S samples of component k in one batched
+    call and never builds an autograd graph.
     """
     components = samples.shape[1]
-    scores = torch.empty_like(samples)
+    out = torch.empty_like(samples)
     for k in range(components):
-        residual = residuals[k % len(residuals)]
-        scores[:, k] = -residual(samples[:, k]).to(samples.dtype)
-    return scores / sigma2.detach()
+        out[:, k] = -residuals[k % len(residuals)](samples[:, k]).to(samples.dtype)
+    return out
 
 
-def expected_log_prior_surrogate(mu: Tensor, log_var: Tensor, residuals: Sequence[Residual], *,
-                                 samples: int, generator: torch.Generator | None = None) -> Tensor:
-    """Stand-in for ``E_q[log p_k(x_k)]`` per element, shaped like ``mu`` (N=1, K, C, H, W).
+def prior_scores(samples: Tensor, sigma2: Tensor, residuals: Sequence[Residual]) -> Tensor:
+    """``(G_k(x) - x) / sigma2_k`` for samples (M, K, C, H, W) and variances (1 or M, K, C, H, W)."""
+    return prior_residuals(samples, residuals) / sigma2.detach()
+
+
+def expected_log_prior_surrogate(mu: Tensor, log_var: Tensor, residuals: Sequence[Residual], *, samples: int,
+                                 generators: Sequence[torch.Generator] | None = None) -> Tensor:
+    """Stand-in for ``E_q[log p_k(x_k)]`` per element, shaped like ``mu`` (B, K, C, H, W).
 
     Its value is the Monte-Carlo mean of the samples (meaningless); its gradient w.r.t. ``mu`` and
-    ``log_var`` is the M-sample estimate of the true gradient (Eq. 5).
+    ``log_var`` is the M-sample estimate of the true gradient (Eq. 5). The B images are
+    independent; ``generators`` (one per image) make image b's noise draws independent of the
+    others, so a batch of B fits draws what B separate fits would. All B*M samples of a
+    component go through its prior in one call.
     """
-    sigma2 = log_var.exp()
-    eps = torch.randn((samples, *mu.shape[1:]), device=mu.device, dtype=mu.dtype, generator=generator)
-    draws = mu + sigma2.sqrt() * eps
-    score = prior_scores(draws.detach(), sigma2, residuals)
-    return ScoreGradient.apply(draws, score).mean(dim=0, keepdim=True)
+    batch, rest = mu.shape[0], mu.shape[1:]
+    if generators is None:
+        eps = torch.randn((batch, samples, *rest), device=mu.device, dtype=mu.dtype)
+    else:
+        eps = torch.stack([torch.randn((samples, *rest), device=mu.device, dtype=mu.dtype, generator=g)
+                           for g in generators])
+    sigma2 = log_var.exp().unsqueeze(1)
+    draws = mu.unsqueeze(1) + sigma2.sqrt() * eps
+    score = prior_residuals(draws.detach().flatten(0, 1), residuals).view_as(draws) / sigma2.detach()
+    return ScoreGradient.apply(draws, score).mean(dim=1)

@@ -26,7 +26,7 @@ def test_per_sample_gradient_equals_gradient_of_smoothed_gaussian_log_density():
     generator = torch.Generator().manual_seed(5)
     sigma2 = log_var.detach().exp()
     residual = [lambda x, k=k: x - x * s2 / (s2 + sigma2[0, k]) for k in range(2)]
-    surrogate = expected_log_prior_surrogate(mu, log_var, residual, samples=3, generator=generator)
+    surrogate = expected_log_prior_surrogate(mu, log_var, residual, samples=3, generators=[generator])
     g_mu, g_lv = torch.autograd.grad(surrogate.sum(), [mu, log_var])
 
     eps = torch.randn((3, *shape[1:]), dtype=torch.float64, generator=torch.Generator().manual_seed(5))

@@ -1,0 +1,102 @@
+"""The four variational networks of one image, and B independent copies of them run as one (method.md section 3).
+
+:class:`VariationalNets` maps one noisy image y (N, C, H, W) in [0,1] to the variational
+parameters of its posterior. :class:`StackedNets` holds B such sets with independent weights
+(one per image) and evaluates all B with ``torch.func.vmap``: one batched call per layer
+instead of B. The B fits stay independent: every weight only ever sees its own image, and
+since Adam is element-wise, one optimiser over the stacked weights equals B optimisers.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from dvi.nets import OmegaNet, PhiNet, XNet, ZNet
+
+
+class VariationalNets(nn.Module):
+    """X-, Phi-, Z- and Omega-net of one image; outputs are (N, K, C, H, W) maps."""
+
+    def __init__(self, *, channels: int = 3, components: int = 3, unet_base: int = 64, unet_depth: int = 4,
+                 aux_layers: int = 5, aux_features: int = 32) -> None:
+        super().__init__()
+        self.x_net = XNet(channels=channels, components=components, base=unet_base, depth=unet_depth)
+        aux = dict(channels=channels, components=components, layers=aux_layers, features=aux_features)
+        self.phi_net, self.z_net, self.omega_net = PhiNet(**aux), ZNet(**aux), OmegaNet(**aux)
+
+    def forward(self, y: Tensor) -> dict[str, Tensor]:
+        mu, log_var = self.x_net(y)
+        log_alpha, log_beta = self.phi_net(y)
+        return {"mu": mu, "log_var": log_var, "log_alpha": log_alpha, "log_beta": log_beta,
+                "pi": self.z_net(y), "d_hat": self.omega_net(y)}
+
+
+def _escape(name: str) -> str:
+    return name.replace(".", "__")
+
+
+class StackedNets(nn.Module):
+    """B independent :class:`VariationalNets` with their weights stacked along a leading dimension.
+
+    ``forward(y)`` takes y (B, C, H, W), image b going through net b (with its own batch-norm
+    statistics, as a batch of one), and returns maps (B, K, C, H, W).
+    """
+
+    def __init__(self, nets: Sequence[VariationalNets]) -> None:
+        super().__init__()
+        params, buffers = stack_module_state(list(nets))
+        self.names = list(params)
+        self.buffer_names = list(buffers)
+        self.stacked = nn.ParameterDict({_escape(k): nn.Parameter(v.detach().clone()) for k, v in params.items()})
+        for key, value in buffers.items():
+            self.register_buffer(f"stacked_buffer__{_escape(key)}", value.clone())
+        self._template = [copy.deepcopy(nets[0]).to("meta")]  # a list keeps it out of the module tree
+
+    def train(self, mode: bool = True) -> StackedNets:
+        self._template[0].train(mode)
+        return super().train(mode)
+
+    @property
+    def count(self) -> int:
+        return self.stacked[_escape(self.names[0])].shape[0]
+
+    def _state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        params = {k: self.stacked[_escape(k)] for k in self.names}
+        buffers = {k: getattr(self, f"stacked_buffer__{_escape(k)}") for k in self.buffer_names}
+        return params, buffers
+
+    def forward(self, y: Tensor) -> dict[str, Tensor]:
+        template = self._template[0]
+        params, buffers = self._state()
+        if self.count == 1:  # no vmap needed: index the stacked weights (gradients still reach them)
+            one = {k: v[0] for k, v in params.items()}, {k: v[0] for k, v in buffers.items()}
+            return functional_call(template, one, (y,))
+
+        def call(p: dict[str, Tensor], b: dict[str, Tensor], image: Tensor) -> dict[str, Tensor]:
+            return functional_call(template, (p, b), (image.unsqueeze(0),))
+
+        out = vmap(call)(params, buffers, y)
+        return {key: value.squeeze(1) for key, value in out.items()}
+
+    def unstacked(self, index: int) -> VariationalNets:
+        """A plain :class:`VariationalNets` holding copy ``index`` of the weights (for inspection/tests)."""
+        net = copy.deepcopy(self._template[0]).to_empty(device=self.stacked[_escape(self.names[0])].device)
+        params, buffers = self._state()
+        state = {k: v[index].detach().clone() for k, v in {**params, **buffers}.items()}
+        net.load_state_dict(state)
+        return net
+
+
+def seeded_nets(seeds: Sequence[int], **sizes: int) -> list[VariationalNets]:
+    """One :class:`VariationalNets` per seed, initialised from ``torch.manual_seed(seed)`` (global RNG untouched)."""
+    nets = []
+    for seed in seeds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            nets.append(VariationalNets(**sizes))
+    return nets

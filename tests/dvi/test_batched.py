@@ -1,0 +1,99 @@
+"""Several images fitted at once (vmapped nets, one prior call for all samples) equal one-at-a-time fits."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import dvi.module
+from common.prior_files import load_prior
+from dvi.fit import FitSettings, fit_image, fit_images
+from dvi.score import expected_log_prior_surrogate
+from dvi.variational import StackedNets, seeded_nets
+from tests.dvi.test_fit import SMALL, noisy_pair
+
+SIZES = dict(channels=3, components=2, unet_base=8, unet_depth=2, aux_layers=3, aux_features=8)
+
+
+def test_stacked_nets_equal_separate_nets_outputs_and_gradients():
+    nets = [net.double() for net in seeded_nets([0, 1, 2], **SIZES)]  # float64: differences are the batching's, not rounding
+    stacked = StackedNets([net.double() for net in seeded_nets([0, 1, 2], **SIZES)])
+    y = torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    out = stacked(y)
+    for b, net in enumerate(nets):
+        single = net(y[b:b + 1])
+        for key in single:
+            torch.testing.assert_close(out[key][b:b + 1], single[key])
+    (sum(v.square().sum() for v in out.values())).backward()
+    for b, net in enumerate(nets):
+        net.zero_grad()
+        (sum(v.square().sum() for v in net(y[b:b + 1]).values())).backward()
+        grads = dict(net.named_parameters())
+        for name in ("x_net.net.inc.0.weight", "z_net.net.0.weight", "phi_net.net.3.weight"):
+            stacked_grad = stacked.stacked[name.replace(".", "__")].grad[b]
+            torch.testing.assert_close(stacked_grad, grads[name].grad)
+
+
+def test_nets_of_different_seeds_differ_and_unstack_round_trips():
+    stacked = StackedNets(seeded_nets([0, 1], **SIZES))
+    weight = stacked.stacked["x_net__net__inc__0__weight"]
+    assert not torch.equal(weight[0], weight[1])
+    y = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(stacked.unstacked(1)(y)["mu"], seeded_nets([1], **SIZES)[0](y)["mu"])
+
+
+def test_batched_surrogate_gradient_equals_per_image_gradient():
+    mu = torch.randn(2, 2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    log_var = (torch.rand(2, 2, 3, 8, 8, dtype=torch.float64) * -3).requires_grad_()
+    residual = [lambda x: 0.3 * x + 0.1 * x.square(), lambda x: x.tanh()]
+
+    def generators():
+        return [torch.Generator().manual_seed(s) for s in (11, 12)]
+
+    together = expected_log_prior_surrogate(mu, log_var, residual, samples=3, generators=generators())
+    g_mu, g_lv = torch.autograd.grad(together.sum(), [mu, log_var])
+    for b, generator in enumerate(generators()):
+        alone = expected_log_prior_surrogate(mu[b:b + 1], log_var[b:b + 1], residual, samples=3, generators=[generator])
+        a_mu, a_lv = torch.autograd.grad(alone.sum(), [mu, log_var])
+        torch.testing.assert_close(g_mu[b], a_mu[b])
+        torch.testing.assert_close(g_lv[b], a_lv[b])
+
+
+def test_batched_fit_equals_sequential_fits(tiny_priors):
+    prior, _ = load_prior(tiny_priors[3], channels=3)
+    # float64: in float32 Adam turns rounding-level differences of near-zero gradients into full steps
+    settings = dataclasses.replace(SMALL, steps=6, precision="64-true")
+    images = [noisy_pair(seed=s)[1].double() for s in (3, 5)]
+    together = fit_images(images, [prior, prior], settings)
+    for image, batched in zip(images, together):
+        alone = fit_image(image, [prior, prior], settings)
+        torch.testing.assert_close(batched.denoised, alone.denoised, rtol=0, atol=1e-8)
+        torch.testing.assert_close(batched.variance, alone.variance, rtol=1e-6, atol=1e-12)
+        assert batched.batch == 2 and alone.batch == 1 and batched.noise == alone.noise
+
+
+def test_a_diverging_image_does_not_disturb_the_others(tiny_priors, monkeypatch):
+    """Image 1's loss is NaN on its first attempt: image 0 is unaffected, image 1 is refitted with seed + 1."""
+    prior, _ = load_prior(tiny_priors[3], channels=3)
+    settings = dataclasses.replace(SMALL, steps=4, precision="64-true")
+    images = [noisy_pair(seed=s)[1].double() for s in (3, 5)]
+    alone = fit_image(images[0], [prior], settings)
+    real = dvi.module.negative_elbo
+
+    def nan_for_second_image(**kwargs):
+        terms = real(**kwargs)
+        if torch.equal(kwargs["y"][0], images[1]) and torch.initial_seed() == settings.seed:
+            return dataclasses.replace(terms, total=terms.total * float("nan"))
+        return terms
+
+    monkeypatch.setattr(dvi.module, "negative_elbo", nan_for_second_image)
+    first, second = fit_images(images, [prior], settings)
+    torch.testing.assert_close(first.denoised, alone.denoised, rtol=0, atol=1e-8)
+    assert first.restarts == 0 and second.restarts == 1 and second.seed == settings.seed + 1
+    assert torch.isfinite(second.denoised).all()
+
+
+def test_images_of_different_shapes_are_refused(tiny_priors):
+    prior, _ = load_prior(tiny_priors[3], channels=3)
+    with pytest.raises(ValueError, match="one shape"):
+        fit_images([torch.rand(3, 64, 64), torch.rand(3, 64, 72)], [prior], SMALL)
