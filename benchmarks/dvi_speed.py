@@ -26,9 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.timing import seconds_per_step
 from common.bfdncnn import BFDnCNN
 from common.prior_files import load_priors
-from dvi.elbo import Hyperpriors
-from dvi.fit import FitSettings
-from dvi.module import ScoreDVI
+from dvi.fit import FitSettings, build_module
+from dvi.module import ScoreDVI, standalone
 
 AUTOCAST = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
@@ -48,13 +47,7 @@ def parse_overrides(text: str) -> dict[str, object]:
 def build(settings: FitSettings, *, channels: int, priors: list[BFDnCNN], device: str,
           batch: int) -> tuple[ScoreDVI, torch.optim.Optimizer]:
     """A ScoreDVI module fitting ``batch`` images at once, outside a Trainer."""
-    module = ScoreDVI(priors, channels=channels, seeds=range(batch), weights=[1.0] * batch,
-                      hypers=[Hyperpriors()] * batch, deltas=[float("nan")] * batch, components=settings.components,
-                      mc_samples=settings.mc_samples, unet_base=settings.unet_base, unet_depth=settings.unet_depth,
-                      aux_layers=settings.aux_layers, aux_features=settings.aux_features, image_every=0,
-                      log_every=settings.log_every).to(device)
-    module.log_dict = lambda *args, **kwargs: None  # no Trainer attached: skip logging
-    module.on_fit_start()
+    module = standalone(build_module(settings, priors, channels=channels, seeds=range(batch)), device=device)
     return module, module.configure_optimizers()
 
 

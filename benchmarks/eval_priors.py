@@ -20,7 +20,12 @@ from rich.table import Table
 
 from common.images import list_images
 from common.metrics import psnr
-from common.prior_files import default_checkpoint_dir, load_prior, read_manifest, update_manifest_entry
+from common.prior_files import (
+    default_checkpoint_dir,
+    load_prior,
+    read_manifest,
+    update_manifest_entry,
+)
 from prior_training.data import CenterCropDataset
 
 SIGMAS = (15.0, 25.0, 50.0)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,16 @@ def default_prior_paths(channels: int, *, folder: Path | None = None) -> list[Pa
 def load_priors(paths: list[Path], *, channels: int, prior_format: PriorFormat = PriorFormat.AUTO) -> list[BFDnCNN]:
     """Load several priors for ``channels``-channel images (each verified as in :func:`load_prior`)."""
     return [load_prior(path, channels=channels, prior_format=prior_format)[0] for path in paths]
+
+
+def prior_loader(paths: list[Path] | None, *, prior_format: PriorFormat = PriorFormat.AUTO) -> Callable[[int], list[BFDnCNN]]:
+    """``channels -> priors``: ``paths`` (or the shipped defaults for that channel count), each loaded once."""
+    loaded: dict[int, list[BFDnCNN]] = {}
+
+    def priors_for(channels: int) -> list[BFDnCNN]:
+        if channels not in loaded:
+            loaded[channels] = load_priors(paths or default_prior_paths(channels), channels=channels,
+                                           prior_format=prior_format)
+        return loaded[channels]
+
+    return priors_for

@@ -18,10 +18,11 @@ from rich.table import Table
 from common.errors import InputError
 from common.images import center_crop, list_images, read_image, write_image
 from common.metrics import score
-from common.prior_files import PriorFormat, default_prior_paths, load_priors
+from common.prior_files import PriorFormat, prior_loader
 
 COLUMNS = ["name", "psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "lambda", "beta0", "restarts", "seconds",
-           "peak_gpu_mb", "peak_rss_mb", "steps", "height", "width"]
+           "peak_gpu_mb", "peak_rss_mb", "steps", "height", "width", "batch"]
+# seconds: per image; a batch of B images fitted together shares its wall time B ways
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,12 @@ def done_names(table: Path) -> set[str]:
 def append_row(table: Path, row: dict[str, object]) -> None:
     """Append one row (header first when the file is new), flushed to disk before returning."""
     new = not table.is_file()
+    fields = COLUMNS
+    if not new:  # a table begun by an older version keeps its own columns
+        with open(table, newline="") as handle:
+            fields = next(csv.reader(handle), COLUMNS)
     with open(table, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow(row)
@@ -109,8 +114,8 @@ def summarise(table: Path, console: Console) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from dvi.cli import run_name, settings_from
-    from dvi.fit import fit_image
+    from dvi.cli import budget_from, run_name, settings_from
+    from dvi.large import fit_many
 
     if args.list is not None:
         pairs = read_pair_list(args.list)
@@ -122,33 +127,35 @@ def evaluate(args: argparse.Namespace) -> None:
     out: Path = args.output
     table = out / "results.csv"
     finished = done_names(table)
-    settings = settings_from(args)
+    settings, budget = settings_from(args), budget_from(args)
     console = Console()
-    priors_by_channels: dict[int, list] = {}
     for pair in pairs:
         if pair.name in finished:
             console.print(f"[dim]{pair.name}: already in {table}, skipped[/dim]")
-            continue
-        noisy = crop_if(read_image(pair.noisy).pixels, args.crop)
-        clean = crop_if(read_image(pair.clean).pixels, args.crop)
-        if noisy.shape != clean.shape:
-            raise InputError(f"{pair.noisy} is {tuple(noisy.shape)} but {pair.clean} is {tuple(clean.shape)}")
-        channels = noisy.shape[0]
-        if channels not in priors_by_channels:
-            priors_by_channels[channels] = load_priors(args.priors or default_prior_paths(channels), channels=channels,
-                                                       prior_format=PriorFormat(args.prior_format))
-        result = fit_image(noisy, priors_by_channels[channels], settings, clean=clean, name=f"evaluate/{run_name(pair.name)}")
+    todo = [pair for pair in pairs if pair.name not in finished]
+    noisy, clean = [], []
+    for pair in todo:
+        noisy.append(crop_if(read_image(pair.noisy).pixels, args.crop))
+        clean.append(crop_if(read_image(pair.clean).pixels, args.crop))
+        if noisy[-1].shape != clean[-1].shape:
+            raise InputError(f"{pair.noisy} is {tuple(noisy[-1].shape)} but {pair.clean} is {tuple(clean[-1].shape)}")
+    priors_for = prior_loader(args.priors, prior_format=PriorFormat(args.prior_format))
+    fits = fit_many(noisy, priors_for, settings, budget, names=[f"evaluate/{run_name(p.name)}" for p in todo],
+                    cleans=clean)
+    for index, result in fits:
+        pair = todo[index]
         write_image(out / f"{pair.name}_denoised.png", result.denoised, protect=[pair.noisy, pair.clean])
-        scores, before = score(result.denoised, clean), score(noisy, clean)
+        scores, before = score(result.denoised, clean[index]), score(noisy[index], clean[index])
         append_row(table, {"name": pair.name, "psnr": f"{scores.psnr:.4f}", "ssim": f"{scores.ssim:.5f}",
                            "psnr_8bit": f"{scores.psnr_8bit:.4f}", "noisy_psnr": f"{before.psnr:.4f}",
                            "delta": f"{result.noise.delta:.3f}", "lambda": result.noise.weight, "beta0": result.beta0,
-                           "restarts": result.restarts, "seconds": f"{result.seconds:.2f}",
+                           "restarts": result.restarts, "seconds": f"{result.seconds / result.batch:.2f}",
                            "peak_gpu_mb": f"{result.peak_memory_mb:.0f}",
                            "peak_rss_mb": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
-                           "steps": settings.steps, "height": noisy.shape[1], "width": noisy.shape[2]})
+                           "steps": settings.steps, "height": noisy[index].shape[1], "width": noisy[index].shape[2],
+                           "batch": result.batch})
         console.print(f"{pair.name}: PSNR {scores.psnr:.2f} dB (noisy {before.psnr:.2f}), SSIM {scores.ssim:.4f}, "
-                      f"{result.seconds:.1f} s")
+                      f"{result.seconds / result.batch:.1f} s" + (f" (batch of {result.batch})" if result.batch > 1 else ""))
     summarise(table, console)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from collections.abc import Sequence
@@ -46,8 +47,26 @@ class FitSettings:
     aux_layers: int = 5
     aux_features: int = 32
     image_every: int = 50
-    log_every: int = 1
+    log_every: int = 10
     progress_bar: bool = True
+
+
+FAST = FitSettings(steps=150, mc_samples=1, unet_base=32, lr=2e-3)  # placeholder until measured
+
+
+class Preset(enum.Enum):
+    """Named starting configurations; options given explicitly on the command line override them.
+
+    REFERENCE: the reference implementation's settings (:class:`FitSettings` defaults).
+    FAST: for CPUs, chosen by measurement (README, "Fast preset").
+    """
+
+    REFERENCE = "reference"
+    FAST = "fast"
+
+    @property
+    def settings(self) -> FitSettings:
+        return FAST if self is Preset.FAST else FitSettings()
 
 
 @dataclass(frozen=True)
@@ -71,20 +90,30 @@ class FitResult:
     batch: int = 1
 
 
+def build_module(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: int, seeds: Sequence[int],
+                 noises: Sequence[NoiseLevel] | None = None, beta0s: Sequence[float] | None = None,
+                 clean: Tensor | None = None) -> ScoreDVI:
+    """The ScoreDVI module for ``settings`` fitting ``len(seeds)`` images (noise levels default to lambda 1)."""
+    count = len(seeds)
+    beta0s = beta0s or [settings.beta0 or Hyperpriors().beta0] * count
+    return ScoreDVI(priors, channels=channels, seeds=seeds, weights=[n.weight for n in noises] if noises else [1.0] * count,
+                    hypers=[Hyperpriors(alpha0=settings.alpha0, beta0=b, d=settings.dirichlet) for b in beta0s],
+                    deltas=[n.delta for n in noises] if noises else [math.nan] * count,
+                    components=settings.components, mc_samples=settings.mc_samples, lr=settings.lr, ema=settings.ema,
+                    unet_base=settings.unet_base, unet_depth=settings.unet_depth, aux_layers=settings.aux_layers,
+                    aux_features=settings.aux_features, image_every=settings.image_every,
+                    log_every=settings.log_every, clean=clean)
+
+
 def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, *, noises: Sequence[NoiseLevel],
                 beta0s: Sequence[float], seeds: Sequence[int], name: str | None, clean: Tensor | None) -> ScoreDVI:
     """One Lightning run fitting the images ``noisy`` (B, C, H, W) together."""
     trainer = build_trainer(stage="dvi", name=name, precision=settings.precision, accelerator=settings.accelerator,
                             seed=seeds[0], max_steps=settings.steps, max_epochs=1, enable_checkpointing=False,
-                            log_every_n_steps=settings.log_every, progress_bar=settings.progress_bar,
+                            log_every_n_steps=min(settings.log_every, settings.steps), progress_bar=settings.progress_bar,
                             num_sanity_val_steps=0)
-    module = ScoreDVI(priors, channels=noisy.shape[1], seeds=seeds, weights=[n.weight for n in noises],
-                      hypers=[Hyperpriors(alpha0=settings.alpha0, beta0=b, d=settings.dirichlet) for b in beta0s],
-                      deltas=[n.delta for n in noises], components=settings.components,
-                      mc_samples=settings.mc_samples, lr=settings.lr, ema=settings.ema, unet_base=settings.unet_base,
-                      unet_depth=settings.unet_depth, aux_layers=settings.aux_layers,
-                      aux_features=settings.aux_features, image_every=settings.image_every,
-                      log_every=settings.log_every, clean=clean)
+    module = build_module(settings, priors, channels=noisy.shape[1], seeds=seeds, noises=noises, beta0s=beta0s,
+                          clean=clean)
     if trainer.logger is not None:
         trainer.logger.log_hyperparams({"delta": noises[0].delta, "lambda": noises[0].weight, "beta0": beta0s[0],
                                         "seed": seeds[0], "images": len(seeds),

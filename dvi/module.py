@@ -189,3 +189,11 @@ class ScoreDVI(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One Adam over the stacked weights: element-wise, so equal to one Adam per image."""
         return torch.optim.Adam(self.nets.parameters(), lr=self.hparams.lr)
+
+
+def standalone(module: ScoreDVI, *, device: str | torch.device) -> ScoreDVI:
+    """``module`` on ``device``, ready for ``training_step`` calls without a Trainer (benchmarks, memory probes)."""
+    module = module.to(device)
+    module.log_dict = lambda *args, **kwargs: None  # no Trainer to log to
+    module.on_fit_start()
+    return module

@@ -89,41 +89,42 @@ def blend_weights(tile: Tile, *, height: int, width: int, overlap: int) -> Tenso
     return rows[:, None] * cols[None, :]
 
 
-def denoise_tiled(
-    image: Tensor,
-    fit_tile: Callable[[Tensor], tuple[Tensor, Tensor]],
-    *,
-    tile: int,
-    overlap: int,
-    progress: bool = True,
-) -> tuple[Tensor, Tensor]:
+FitTiles = Callable[[list[Tensor]], list[tuple[Tensor, Tensor]]]
+
+
+def denoise_tiled(image: Tensor, fit_tiles: FitTiles, *, tile: int, overlap: int, batch: int = 1,
+                  progress: bool = True) -> tuple[Tensor, Tensor]:
     """Denoise ``image`` (C, H, W) in [0, 1] tile by tile; return the blended (mean, variance), each (C, H, W).
 
-    ``fit_tile`` receives each tile ``image[:, rows, cols]`` (side ``tile`` px, ``overlap`` px shared
-    with neighbours) and returns its (mean, variance), both (C, h, w). The weighted sums are
-    accumulated on the CPU in float32 and divided by the summed weights. The blended variance is
-    the weight-averaged per-tile variance: an approximation that ignores the disagreement between
-    overlapping tiles' means. If the image fits in one tile, ``fit_tile`` is called once on the
-    whole image and its result is returned unchanged. ``progress`` shows a rich bar over tiles.
+    ``fit_tiles`` receives up to ``batch`` tiles ``image[:, rows, cols]`` at a time (side ``tile``
+    px, ``overlap`` px shared with neighbours; all tiles of an image at least ``tile`` px wide have
+    the same size, so they can be fitted together) and returns each one's (mean, variance), both
+    (C, h, w). The weighted sums are accumulated on the CPU in float32 and divided by the summed
+    weights. The blended variance is the weight-averaged per-tile variance: an approximation that
+    ignores the disagreement between overlapping tiles' means. If the image fits in one tile,
+    ``fit_tiles`` is called once on the whole image and its result is returned unchanged.
+    ``progress`` shows a rich bar over tiles.
     """
     _, height, width = image.shape
     tiles = plan_tiles(height, width, tile=tile, overlap=overlap)
     if len(tiles) == 1:
-        return fit_tile(image)
+        return fit_tiles([image])[0]
     shape = tuple(image.shape)
     mean_sum = torch.zeros(shape, dtype=torch.float32)
     var_sum = torch.zeros(shape, dtype=torch.float32)
     weight_sum = torch.zeros(shape[1:], dtype=torch.float32)
     with Progress(transient=False, disable=not progress) as bar:
         task = bar.add_task("tiles", total=len(tiles))
-        for piece in tiles:
-            rows, cols = piece.slices
-            mean, variance = fit_tile(image[:, rows, cols])
-            weight = blend_weights(piece, height=height, width=width, overlap=overlap)
-            mean_sum[:, rows, cols] += weight * mean.detach().to("cpu", torch.float32)
-            var_sum[:, rows, cols] += weight * variance.detach().to("cpu", torch.float32)
-            weight_sum[rows, cols] += weight
-            bar.advance(task)
+        for first in range(0, len(tiles), batch):
+            group = tiles[first:first + batch]
+            results = fit_tiles([image[(slice(None), *piece.slices)] for piece in group])
+            for piece, (mean, variance) in zip(group, results):
+                rows, cols = piece.slices
+                weight = blend_weights(piece, height=height, width=width, overlap=overlap)
+                mean_sum[:, rows, cols] += weight * mean.detach().to("cpu", torch.float32)
+                var_sum[:, rows, cols] += weight * variance.detach().to("cpu", torch.float32)
+                weight_sum[rows, cols] += weight
+            bar.advance(task, len(group))
     return mean_sum / weight_sum, var_sum / weight_sum
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 from jsonargparse import lazy_instance
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+)
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 

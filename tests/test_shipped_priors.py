@@ -6,8 +6,14 @@ import pytest
 import torch
 from skimage import data
 
-from common.prior_files import MANIFEST_NAME, default_checkpoint_dir, default_prior_paths, load_prior, sha256_of
 from common.images import to_grayscale
+from common.prior_files import (
+    MANIFEST_NAME,
+    default_checkpoint_dir,
+    default_prior_paths,
+    load_prior,
+    sha256_of,
+)
 
 
 def held_out_photo(channels: int) -> torch.Tensor:

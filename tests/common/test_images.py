@@ -16,7 +16,14 @@ from PIL import Image
 
 from common import images
 from common.errors import InputError
-from common.images import list_images, read_image, to_8bit, to_grayscale, write_array, write_image
+from common.images import (
+    list_images,
+    read_image,
+    to_8bit,
+    to_grayscale,
+    write_array,
+    write_image,
+)
 
 
 def _levels(channels: int, bit_depth: int, seed: int = 0) -> torch.Tensor:

@@ -7,7 +7,14 @@ import torch
 
 from common.bfdncnn import BFDnCNN
 from common.errors import InputError
-from common.prior_files import MANIFEST_NAME, PriorFormat, PriorMeta, export_prior, load_prior, sha256_of
+from common.prior_files import (
+    MANIFEST_NAME,
+    PriorFormat,
+    PriorMeta,
+    export_prior,
+    load_prior,
+    sha256_of,
+)
 
 
 def tiny(channels=3):

@@ -7,7 +7,7 @@ import torch
 
 import dvi.module
 from common.prior_files import load_prior
-from dvi.fit import FitSettings, fit_image, fit_images
+from dvi.fit import fit_image, fit_images
 from dvi.score import expected_log_prior_surrogate
 from dvi.variational import StackedNets, seeded_nets
 from tests.dvi.test_fit import SMALL, noisy_pair

@@ -5,8 +5,15 @@ import math
 import torch
 from torch.distributions import Categorical, Dirichlet, Gamma, Normal, kl_divergence
 
-from dvi.elbo import (Hyperpriors, l1_likelihood, l2_closed_form, l3_precision_kl, l4_assignment_kl,
-                      l5_dirichlet_kl, negative_elbo)
+from dvi.elbo import (
+    Hyperpriors,
+    l1_likelihood,
+    l2_closed_form,
+    l3_precision_kl,
+    l4_assignment_kl,
+    l5_dirichlet_kl,
+    negative_elbo,
+)
 
 torch.manual_seed(0)
 K, C, H, W = 3, 2, 4, 5

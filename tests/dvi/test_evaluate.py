@@ -1,14 +1,13 @@
 """``python -m dvi evaluate``: pairs from folders or a list, per-image CSV, summary, resume, errors."""
 
 import csv
-import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
 import dvi.cli
-import dvi.fit
+import dvi.large
 from common.images import read_image, write_image
 from common.metrics import psnr
 from dvi.cli import main
@@ -16,13 +15,9 @@ from dvi.evaluate import COLUMNS
 from tests.conftest import one_error_line as shared_one_error_line
 from tests.conftest import smooth_image
 
-FAST = ["--steps", "2", "--components", "1", "--mc-samples", "1", "--device", "cpu"]
+FAST = ["--steps", "2", "--components", "1", "--mc-samples", "1", "--device", "cpu", "--restart-sigma", "10"]
+# restart-sigma 10: after 2 steps sigma is still large; keep the restart rule from doubling every fit
 
-
-@pytest.fixture(autouse=True)
-def _no_restart(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After 2 steps sigma is still large; keep the restart rule from doubling every fit."""
-    monkeypatch.setattr(dvi.cli, "DEFAULTS", dataclasses.replace(dvi.cli.DEFAULTS, restart_sigma=10.0))
 
 
 def write_pair(folder: Path, name: str, seed: int, *, size: int = 64, clean_size: int | None = None) -> None:
@@ -50,13 +45,14 @@ def summary_rows(out: str) -> dict[str, list[str]]:
 
 
 def count_fits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    names, real = [], dvi.fit.fit_image
+    """Names of the runs of each image fitted (one per image of a batch)."""
+    names, real = [], dvi.large.fit_images
 
-    def counting(*args, name=None, **kwargs):
-        names.append(name)
-        return real(*args, name=name, **kwargs)
+    def counting(images, *args, name=None, **kwargs):
+        names.extend([name] * len(images))
+        return real(images, *args, name=name, **kwargs)
 
-    monkeypatch.setattr(dvi.fit, "fit_image", counting)
+    monkeypatch.setattr(dvi.large, "fit_images", counting)
     return names
 
 

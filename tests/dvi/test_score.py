@@ -5,7 +5,6 @@ import torch
 from dvi.score import ScoreGradient, expected_log_prior_surrogate, prior_scores
 
 
-
 def test_forward_is_identity_and_backward_multiplies_by_score():
     x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
     score = torch.randn(4, 5, dtype=torch.float64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -99,6 +100,26 @@ def test_blend_weights_single_tile_and_no_overlap_are_all_ones() -> None:
     assert torch.equal(w, torch.ones(16, 16))
 
 
+def each(fit: Callable[[Tensor], tuple[Tensor, Tensor]]) -> Callable[[list[Tensor]], list[tuple[Tensor, Tensor]]]:
+    """A one-tile model applied to each tile of a group."""
+    return lambda tiles: [fit(x) for x in tiles]
+
+
+def test_tiles_are_fitted_in_groups_of_equal_size() -> None:
+    image = torch.rand(3, 70, 90, generator=torch.Generator().manual_seed(2))
+    groups: list[list[tuple[int, ...]]] = []
+
+    def fit(tiles: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        groups.append([tuple(x.shape) for x in tiles])
+        return [(x**2, x) for x in tiles]
+
+    mean, _ = denoise_tiled(image, fit, tile=32, overlap=8, batch=4, progress=False)
+    count = len(plan_tiles(70, 90, tile=32, overlap=8))
+    assert [len(g) for g in groups] == [4] * (count // 4) + ([count % 4] if count % 4 else [])
+    assert all(shape == (3, 32, 32) for g in groups for shape in g)
+    torch.testing.assert_close(mean, image**2, atol=1e-6, rtol=0)
+
+
 # (24, 23): up to ~48 tiles share a pixel, so float32 rounding of the weighted sums reaches ~2e-6.
 @pytest.mark.parametrize(("tile", "overlap", "atol"), [(32, 8, 1e-6), (16, 0, 0.0), (24, 23, 1e-5)])
 def test_pointwise_model_is_reproduced_exactly(tile: int, overlap: int, atol: float) -> None:
@@ -109,7 +130,7 @@ def test_pointwise_model_is_reproduced_exactly(tile: int, overlap: int, atol: fl
         calls.append(tuple(x.shape))
         return x**2, x + 1
 
-    mean, variance = denoise_tiled(image, fit, tile=tile, overlap=overlap, progress=False)
+    mean, variance = denoise_tiled(image, each(fit), tile=tile, overlap=overlap, progress=False)
     assert len(calls) == len(plan_tiles(70, 90, tile=tile, overlap=overlap)) > 1
     assert mean.shape == variance.shape == image.shape
     torch.testing.assert_close(mean, image**2, atol=atol, rtol=0)
@@ -119,7 +140,7 @@ def test_pointwise_model_is_reproduced_exactly(tile: int, overlap: int, atol: fl
 def test_box_blur_matches_in_tile_interiors_and_closely_at_seams() -> None:
     image = smooth_rect(3, 70, 90)
     tiles = plan_tiles(70, 90, tile=32, overlap=8)
-    mean, variance = denoise_tiled(image, lambda x: (box_blur(x), box_blur(x) * 0.1), tile=32, overlap=8, progress=False)
+    mean, variance = denoise_tiled(image, each(lambda x: (box_blur(x), box_blur(x) * 0.1)), tile=32, overlap=8, progress=False)
     reference = box_blur(image)
     diff = (mean - reference).abs().amax(0)
     safe = safe_mask(tiles, 70, 90)
@@ -131,7 +152,7 @@ def test_box_blur_matches_in_tile_interiors_and_closely_at_seams() -> None:
     # (neighbour steps <= 0.018), 2.9e-3 on uniform noise in [0, 1]; bounds 1e-3 and 0.01.
     assert float(diff.max()) < 1e-3
     noise = torch.rand(3, 70, 90, generator=torch.Generator().manual_seed(1))
-    noisy_mean, _ = denoise_tiled(noise, lambda x: (box_blur(x), x), tile=32, overlap=8, progress=False)
+    noisy_mean, _ = denoise_tiled(noise, each(lambda x: (box_blur(x), x)), tile=32, overlap=8, progress=False)
     noisy_diff = (noisy_mean - box_blur(noise)).abs().amax(0)
     assert float(noisy_diff[safe].max()) < 1e-6 and float(noisy_diff.max()) < 0.01
 
@@ -139,13 +160,13 @@ def test_box_blur_matches_in_tile_interiors_and_closely_at_seams() -> None:
 def test_single_tile_passes_through_unchanged() -> None:
     image = torch.rand(1, 20, 30)
     out = (torch.full((1, 20, 30), 0.25, dtype=torch.float64), torch.zeros(1, 20, 30))
-    result = denoise_tiled(image, lambda x: out, tile=32, overlap=8, progress=False)
+    result = denoise_tiled(image, each(lambda x: out), tile=32, overlap=8, progress=False)
     assert result[0] is out[0] and result[1] is out[1]
 
 
 def test_progress_false_prints_nothing(capsys: pytest.CaptureFixture) -> None:
     image = torch.rand(1, 40, 40)
-    denoise_tiled(image, lambda x: (x, x), tile=16, overlap=4, progress=False)
+    denoise_tiled(image, each(lambda x: (x, x)), tile=16, overlap=4, progress=False)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
 

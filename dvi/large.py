@@ -1,0 +1,140 @@
+"""Large images and many images: tile sizes and batch sizes from a memory budget, tiled fits.
+
+A photo too big for one fit is cut into overlapping tiles (:mod:`dvi.tiling`); each tile is fitted
+as its own image, with the noise level estimated once on the whole photo, several same-sized
+tiles at a time, and the results are blended. Budgets come from :mod:`dvi.memory`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from common.bfdncnn import BFDnCNN
+from common.errors import InputError
+from dvi.fit import FitResult, FitSettings, check_size, fit_images
+from dvi.memory import available_memory_gb, images_that_fit, largest_tile
+from dvi.noise_level import MIN_SIDE, analyse_noise
+from dvi.tiling import denoise_tiled, plan_tiles
+
+USABLE = 0.9  # share of the free memory a fit may plan to use
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How a fit is cut up: ``tile`` side in px (0: never tile), ``overlap`` px, ``batch`` images/tiles at once
+    (0: as many as ``memory_gb`` allows), ``memory_gb`` the budget (None: the device's free memory)."""
+
+    tile: int | None = None
+    overlap: int = 32
+    batch: int = 0
+    memory_gb: float | None = None
+
+
+def fit_device(settings: FitSettings) -> torch.device:
+    """The device Lightning will fit on for ``settings.accelerator``."""
+    wants_gpu = settings.accelerator in ("gpu", "cuda") or (settings.accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+def memory_budget(budget: Budget, settings: FitSettings) -> float:
+    """GiB a fit may use: ``budget.memory_gb``, else 90% of the device's free memory."""
+    return budget.memory_gb if budget.memory_gb is not None else USABLE * available_memory_gb(fit_device(settings))
+
+
+def tile_side(image: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, budget: Budget) -> int:
+    """The tile side for ``image`` (C, H, W): ``budget.tile`` if given, else the largest that fits the memory."""
+    if budget.tile is not None:
+        if budget.tile and budget.tile < max(MIN_SIDE, 2 * budget.overlap):
+            raise InputError(f"--tile {budget.tile} is too small: use at least {max(MIN_SIDE, 2 * budget.overlap)} "
+                             "px (the noise estimate and the overlap need it), or 0 for no tiling")
+        return budget.tile or max(image.shape[-2:])
+    gb = memory_budget(budget, settings)
+    try:
+        return largest_tile(settings, priors, channels=image.shape[0], memory_gb=gb)
+    except ValueError as err:
+        raise InputError(f"{err} Allow more with --max-memory, or choose a smaller configuration "
+                         "(e.g. --preset fast).") from None
+
+
+def batch_size(shape: Sequence[int], priors: Sequence[BFDnCNN], settings: FitSettings, budget: Budget) -> int:
+    """Images (or tiles) of ``shape`` (C, H, W) fitted together: ``budget.batch``, else 1 on the CPU
+    (compute-bound: batching does not pay there) and as many as fit in memory on a GPU."""
+    if budget.batch:
+        return budget.batch
+    if fit_device(settings).type == "cpu":
+        return 1
+    channels, height, width = shape
+    return images_that_fit(settings, priors, channels=channels, height=height, width=width,
+                           memory_gb=memory_budget(budget, settings))
+
+
+def fit_tiled(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, budget: Budget, *,
+              name: str | None = None, progress: bool = True) -> FitResult:
+    """Denoise ``noisy`` (C, H, W) in [0,1], in overlapping tiles when it exceeds the tile side.
+
+    One noise-level estimate on the whole image serves every tile (more data than one tile has).
+    The result's component maps are left empty when the image was tiled (components are not
+    matched across tiles); ``mean_sigma`` is the tiles' mean and ``restarts`` their sum.
+    """
+    side = tile_side(noisy, priors, settings, budget)
+    check_size(noisy, settings)
+    if min(side, *noisy.shape[-2:]) < max(MIN_SIDE, 2 ** settings.unet_depth):
+        raise InputError(f"tiles of {side} px are too small for this configuration")
+    device = fit_device(settings)
+    level = analyse_noise(noisy.to(device))
+    tiles = plan_tiles(noisy.shape[-2], noisy.shape[-1], tile=side, overlap=budget.overlap)
+    if len(tiles) == 1:
+        return fit_images([noisy], priors, settings, noise=[level], name=name)[0]
+    first = tiles[0]
+    batch = batch_size((noisy.shape[0], first.height, first.width), priors, settings, budget)
+    quiet = replace(settings, progress_bar=False)
+    results: list[FitResult] = []
+    start = time.perf_counter()
+
+    def fit_group(group: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        tag = None if name is None else f"{name}/tiles{len(results):04d}"
+        done = fit_images(group, priors, quiet, noise=[level] * len(group), name=tag)
+        results.extend(done)
+        return [(r.denoised, r.variance) for r in done]
+
+    mean, variance = denoise_tiled(noisy, fit_group, tile=side, overlap=budget.overlap, batch=batch, progress=progress)
+    peaks = [r.peak_memory_mb for r in results if not math.isnan(r.peak_memory_mb)]
+    return FitResult(denoised=mean.clamp(0, 1), variance=variance, noise=level, beta0=results[0].beta0,
+                     mean_sigma=sum(r.mean_sigma for r in results) / len(results),
+                     seconds=time.perf_counter() - start, peak_memory_mb=max(peaks, default=math.nan),
+                     restarts=sum(r.restarts for r in results), seed=settings.seed,
+                     component_means=torch.empty(0), component_weights=torch.empty(0), batch=batch)
+
+
+def fit_many(images: Sequence[Tensor], priors_for: Callable[[int], Sequence[BFDnCNN]], settings: FitSettings,
+             budget: Budget, *, names: Sequence[str], cleans: Sequence[Tensor | None] | None = None,
+             progress: bool = True) -> Iterator[tuple[int, FitResult]]:
+    """Fit every image (C, H, W); yield ``(index, result)`` as each finishes (in groups, not in order).
+
+    Images larger than their tile are fitted one at a time in tiles (:func:`fit_tiled`); the others
+    are grouped by shape and fitted ``batch_size`` at a time (:func:`fit_images`).
+    ``priors_for(channels)`` gives the priors of an image's channel count; ``names[i]`` names its run.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(images):
+        priors = priors_for(image.shape[0])
+        if max(image.shape[-2:]) > tile_side(image, priors, settings, budget):
+            yield index, fit_tiled(image, priors, settings, budget, name=names[index], progress=progress)
+        else:
+            groups.setdefault(tuple(image.shape), []).append(index)
+    for shape, members in groups.items():
+        priors = priors_for(shape[0])
+        size = batch_size(shape, priors, settings, budget)
+        for first in range(0, len(members), size):
+            chunk = members[first:first + size]
+            clean = None
+            if cleans is not None and all(cleans[i] is not None for i in chunk):
+                clean = [cleans[i] for i in chunk]
+            name = names[chunk[0]] if len(chunk) == 1 else f"{names[chunk[0]]}+{len(chunk) - 1}"
+            yield from zip(chunk, fit_images([images[i] for i in chunk], priors, settings, clean=clean, name=name))

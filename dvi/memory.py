@@ -1,0 +1,94 @@
+"""How much memory a fit needs, to choose tile sizes and batch sizes from a budget.
+
+The dominant term is the activations the four variational nets keep for backward; it is measured,
+not guessed: one training step at 64x64 px on the CPU with ``torch.autograd.graph.saved_tensors_hooks``
+counting the bytes of every tensor autograd saves, then scaled by the pixel count (the nets are
+convolutional). Added to it: the priors' transient activations (no autograd graph: about three
+feature maps of the widest prior per Monte-Carlo sample alive at once) and, per image, the nets'
+weights with their gradients and two Adam moments. The figures are float32; bf16 runs need less.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from common.bfdncnn import BFDnCNN
+from dvi.fit import FitSettings, build_module
+from dvi.module import standalone
+from dvi.tiling import tile_for_memory
+
+PROBE_SIDE = 64
+SAFETY = 1.25  # allocator fragmentation and workspace on top of what is counted
+
+
+@lru_cache(maxsize=16)
+def _saved_bytes_per_pixel(settings: FitSettings, channels: int) -> float:
+    module = standalone(build_module(settings, [BFDnCNN(channels=channels, depth=3, features=8).eval()],
+                                     channels=channels, seeds=[0]), device="cpu")
+    counted: list[int] = []
+
+    def pack(tensor: Tensor) -> Tensor:
+        counted.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    y = torch.rand(1, channels, PROBE_SIDE, PROBE_SIDE)
+    module.on_train_batch_start(y, 0)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        module.training_step(y, 0)
+    return sum(counted) / PROBE_SIDE**2
+
+
+def fit_memory_bytes(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: int, height: int, width: int,
+                     images: int = 1) -> float:
+    """Estimated peak bytes of fitting ``images`` images of ``channels`` x ``height`` x ``width`` together."""
+    nets = build_module(settings, [], channels=channels, seeds=[0]).nets
+    weights = sum(p.numel() for p in nets.parameters()) * 4 * 4  # weight, gradient, two Adam moments
+    widest = max((p.shape[0] for prior in priors for p in prior.parameters() if p.dim() == 4), default=64)
+    prior_transient = settings.mc_samples * 3 * widest * 4
+    per_pixel = _saved_bytes_per_pixel(settings, channels) + prior_transient
+    prior_weights = sum(p.numel() for prior in priors for p in prior.parameters()) * 4
+    return SAFETY * (images * (height * width * per_pixel + weights)) + prior_weights
+
+
+def bytes_per_pixel(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: int) -> float:
+    """Marginal estimated bytes per pixel of one image (what a tile size is chosen from)."""
+    big = fit_memory_bytes(settings, priors, channels=channels, height=1024, width=1024)
+    small = fit_memory_bytes(settings, priors, channels=channels, height=512, width=512)
+    return (big - small) / (1024**2 - 512**2)
+
+
+def available_memory_gb(device: torch.device) -> float:
+    """Free memory of ``device`` in GiB: the GPU's free memory, or the RAM the OS reports as available."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free / 2**30
+    try:
+        with open("/proc/meminfo") as handle:
+            fields = dict(line.split(":", 1) for line in handle)
+        return int(fields["MemAvailable"].split()[0]) * 1024 / 2**30
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / 2**30
+
+
+def images_that_fit(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: int, height: int, width: int,
+                    memory_gb: float, most: int = 64) -> int:
+    """How many such images can be fitted together within ``memory_gb`` GiB (at least 1, at most ``most``)."""
+    one = fit_memory_bytes(settings, priors, channels=channels, height=height, width=width, images=1)
+    two = fit_memory_bytes(settings, priors, channels=channels, height=height, width=width, images=2)
+    each, fixed = two - one, 2 * one - two
+    return max(1, min(most, math.floor((memory_gb * 2**30 - fixed) / each)))
+
+
+def largest_tile(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: int, memory_gb: float) -> int:
+    """Largest square tile side (px, multiple of 16) whose one-image fit fits in ``memory_gb`` GiB.
+
+    Raises ValueError when not even a 64 px tile fits.
+    """
+    fixed = fit_memory_bytes(settings, priors, channels=channels, height=0, width=0)
+    return tile_for_memory(memory_gb - fixed / 2**30, bytes_per_pixel=bytes_per_pixel(settings, priors, channels=channels))
