@@ -40,7 +40,14 @@ def parse_overrides(text: str) -> dict[str, object]:
         key, _, value = item.partition("=")
         if key not in fields:
             raise SystemExit(f"error: unknown setting {key!r}; choose from {', '.join(fields)}")
-        out[key] = type(getattr(FitSettings(), key) or 0.0)(value)
+        default = getattr(FitSettings(), key)
+        try:
+            if isinstance(default, bool):
+                out[key] = {"1": True, "true": True, "0": False, "false": False}[value.lower()]
+            else:
+                out[key] = type(default if default is not None else 0.0)(value)
+        except (KeyError, ValueError):
+            raise SystemExit(f"error: setting {key}={value}: expected a value like {default!r}") from None
     return out
 
 

@@ -75,6 +75,9 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart-sigma", type=positive_float, default=None,
                         help="refit once from new weights if the mean posterior std ends above this (reference 0.05)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (reference 1e-3)")
+    parser.add_argument("--unet-width", type=positive_int, default=None,
+                        help="X-net U-Net base width (reference 64; 32 has a quarter of the work)")
     parser.add_argument("--precision", default="auto", help="auto, 32-true, bf16-mixed, 16-mixed, 64-true")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "cuda"], help="accelerator")
     parser.add_argument("--log-every", type=positive_int, default=None,
@@ -93,7 +96,7 @@ def settings_from(args: argparse.Namespace) -> FitSettings:
     return settings_with(Preset(args.preset).settings, steps=args.steps, components=args.components,
                          mc_samples=args.mc_samples, beta0=args.beta0, alpha0=args.alpha0, seed=args.seed,
                          precision=args.precision, accelerator=args.device, restart_sigma=args.restart_sigma,
-                         log_every=args.log_every)
+                         log_every=args.log_every, lr=args.lr, unet_base=args.unet_width)
 
 
 def budget_from(args: argparse.Namespace) -> Budget:

@@ -48,6 +48,7 @@ class FitSettings:
     aux_features: int = 32
     image_every: int = 50
     log_every: int = 10
+    channels_last: bool = True
     progress_bar: bool = True
 
 
@@ -102,7 +103,7 @@ def build_module(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: 
                     components=settings.components, mc_samples=settings.mc_samples, lr=settings.lr, ema=settings.ema,
                     unet_base=settings.unet_base, unet_depth=settings.unet_depth, aux_layers=settings.aux_layers,
                     aux_features=settings.aux_features, image_every=settings.image_every,
-                    log_every=settings.log_every, clean=clean)
+                    log_every=settings.log_every, channels_last=settings.channels_last, clean=clean)
 
 
 def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, *, noises: Sequence[NoiseLevel],

@@ -97,3 +97,4 @@ def test_images_of_different_shapes_are_refused(tiny_priors):
     prior, _ = load_prior(tiny_priors[3], channels=3)
     with pytest.raises(ValueError, match="one shape"):
         fit_images([torch.rand(3, 64, 64), torch.rand(3, 64, 72)], [prior], SMALL)
+
