@@ -59,23 +59,29 @@ def as_max_time(seconds: float) -> str:
 
 
 def train_round(key: str, folders: dict[str, Path], *, minutes: int, runs: Path, max_steps: int,
-                exported: Path) -> Path:
+                exported: Path, lr: float | None = None) -> Path:
     """Resume (or start) training one prior for ``minutes``; return its last checkpoint.
 
     Without a ``last.ckpt`` (e.g. a fresh checkout) but with an exported prior, training continues
     from the exported weights with a fresh optimiser; the exported step count keeps adding up.
+    ``lr`` starts (or resumes) a separate run ``<key>-lr<lr>`` from the exported prior at that
+    learning rate (a low-rate phase after the 1e-3 one). Validation, and with it ``last.ckpt``,
+    comes every 50 steps, so a round stopped by its time limit loses fewer than 50 steps.
     """
     group, channels = key.split("-")
-    run_dir = runs / "prior_training" / key
+    name = key if lr is None else f"{key}-lr{lr:g}"
+    run_dir = runs / "prior_training" / name
     last = run_dir / "checkpoints" / "last.ckpt"
     command = [sys.executable, "-m", "prior_training", "fit", "--dataset", "folder",
                "--data-root", str(folders[key]), "--data.val_root", str(folders[f"test-{channels}"]),
                "--channels", "1" if channels == "gray" else "3", "--data.patch_size", "48",
                "--data.images_per_batch", "4", "--data.patches_per_image", "4", "--data.val_crop", "128",
                "--data.num_workers", "1", "--trainer.max_steps", str(max_steps),
-               "--trainer.val_check_interval", "200",
+               "--trainer.val_check_interval", "50",
                "--trainer.max_time", as_max_time(trained_seconds(last) + 60 * minutes),
-               "--trainer.logger.init_args.version", key]
+               "--trainer.logger.init_args.version", name]
+    if lr is not None:
+        command += ["--model.lr", str(lr)]
     if last.is_file():
         command += ["--ckpt_path", str(last)]
     elif exported.is_file():
@@ -94,6 +100,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=15)
     parser.add_argument("--max-steps", type=int, default=20000, help="length of the cosine schedule")
     parser.add_argument("--only", nargs="*", default=None, help="e.g. A-rgb B-gray")
+    parser.add_argument("--lr", type=float, default=None, help="a separate low-rate phase from the exported priors")
     args = parser.parse_args()
     folders = group_folders(args.corpus, args.work)
     keys = args.only or [f"{g}-{c}" for c in ("rgb", "gray") for g in GROUPS]
@@ -102,7 +109,7 @@ def main() -> None:
             group, channels = key.split("-")
             out = args.out / f"bfdncnn_{channels}_{group.lower()}.pt"
             last = train_round(key, folders, minutes=args.minutes, runs=args.runs, max_steps=args.max_steps,
-                               exported=out)
+                               exported=out, lr=args.lr)
             subprocess.run([sys.executable, "-m", "prior_training", "export", str(last), "--out", str(out),
                             "--training-data", f"open-photo corpus group {group}: {GROUPS[group]} "
                             f"({'grayscale (BT.601)' if channels == 'gray' else 'RGB'}), see checkpoints/CORPUS.csv"],
