@@ -107,6 +107,7 @@ def main() -> None:
                         help="two override strings timed alternately; prints B/A")
     args = parser.parse_args()
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True  # as in the fit (Trainer(benchmark=True))
     priors = (load_priors(args.priors, channels=3) if args.priors else
               [BFDnCNN(channels=3).eval() for _ in range(FitSettings().components)])
     configs = [args.settings] if args.compare is None else list(args.compare)

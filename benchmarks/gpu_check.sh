@@ -1,52 +1,67 @@
 #!/usr/bin/env bash
-# One GPU session's checks for stage 2, in priority order, each under its own time limit; everything
-# printed is also saved under $OUT (default runs/gpu_check). Needs the dev set copied into data/dev
-# (ignored by git; carry it) and nothing else: it runs from the source tree.
+# One GPU session's checks for stage 2, in priority order, each under its own time limit and all under
+# one deadline (DEADLINE_AT, seconds since the epoch; default: 9 minutes from now); everything printed is
+# also saved under $OUT (default runs/gpu_check). Needs the dev set copied into data/dev (ignored by git;
+# carry it) and nothing else: it runs from the source tree, with the priors in checkpoints/.
 #
 #   mkdir -p data/dev && cp ../shared/data/dev/*.png data/dev/
 #   PYTHONPATH=. bash benchmarks/gpu_check.sh [CHECK...]   # on the GPU machine (device run, carry data/dev)
 #   PYTHONPATH=. SMOKE=1 bash benchmarks/gpu_check.sh       # on a CPU: tiny sizes, checks that every step runs
-# CHECKs (default: all, about 9 minutes on an H100 at most): speed_bf16 speed_fp32 channels_last batched devset big_fast
+# CHECKs (default: all, in this order):
+#   speed_bf16 speed_fp32 batched devset_fast devset big_fast channels_last
 set -u
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
 export PYTHONPATH=${PYTHONPATH:-.}
+DEADLINE_AT=${DEADLINE_AT:-$(($(date +%s) + 540))}
 if [ "${SMOKE:-0}" = 1 ]; then
-  SIZES="64"; SIZE=64; STEPS=1; BATCH=2; HALF=32-true; DEV_ARGS="--limit 2 --crop 64 --steps 2"; BIG=160; BIG_ARGS="--steps 2"
-  LIMIT=600; DEVICE=cpu
+  SIZES="64"; SIZE=64; STEPS=1; BATCH=2; HALF=32-true; DEV_ARGS="--limit 2 --crop 64 --steps 2"; BIG=160
+  BIG_ARGS="--steps 2"; SIDD=2; LIMIT=600; DEVICE=cpu
 else
-  SIZES="64 128 256 512"; SIZE=256; STEPS=10; BATCH=16; HALF=bf16-mixed; DEV_ARGS=""; BIG=""; BIG_ARGS=""; LIMIT=75; DEVICE=auto
+  SIZES="64 128 256 512"; SIZE=256; STEPS=10; BATCH=16; HALF=bf16-mixed; DEV_ARGS=""; BIG=""; BIG_ARGS=""
+  SIDD=${SIDD:-16}; LIMIT=60; DEVICE=auto
 fi
-CHECKS=" ${*:-speed_bf16 speed_fp32 channels_last batched devset big_fast} "
-step() {  # step NAME SECONDS COMMAND...: run one check, output to the console and $OUT/NAME.txt
-  local name=$1 limit=$2; shift 2
+CHECKS=" ${*:-speed_bf16 speed_fp32 batched devset_fast devset big_fast channels_last} "
+step() {  # step NAME SECONDS COMMAND...: run one check (cut to the deadline), output to the console and $OUT/NAME.txt
+  local name=$1 limit=$2 left; shift 2
   [[ $CHECKS == *" $name "* ]] || return 0
-  echo "== $name: $*" | tee "$OUT/$name.txt"
+  left=$((DEADLINE_AT - $(date +%s)))
+  if ((left < 20)); then echo "== $name: skipped, ${left} s left before the deadline" | tee "$OUT/$name.txt"; return 0; fi
+  ((limit > left)) && limit=$left
+  echo "== $name (limit ${limit} s): $*" | tee "$OUT/$name.txt"
+  local start=$SECONDS
   timeout "$limit" "$@" 2>&1 | grep -v "^\s*$" | tail -n 40 | tee -a "$OUT/$name.txt"
+  echo "== $name: exit ${PIPESTATUS[0]}, $((SECONDS - start)) s wall" | tee -a "$OUT/$name.txt"
 }
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" | tee "$OUT/device.txt"
 # 1. step time by size, bf16 (the default on a GPU) and fp32 (the unaccelerated baseline); CPUs have no fast bf16
 step speed_bf16 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZES --steps $STEPS --precision $HALF
 step speed_fp32 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision 32-true
-# 2. what channels_last buys, alternating in one process
-step channels_last $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF \
-  --compare channels_last=false channels_last=true
-# 3. many images at once: images/s and TFLOP/s
+# 2. many images at once: images/s and TFLOP/s
 step batched $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF --batch $BATCH
-# 4. dev-set quality with the default configuration, all same-sized images fitted together
-step devset $((LIMIT * 2)) python -m dvi evaluate --noisy data/dev --clean data/dev --output "$OUT/devset" \
+# 3. dev-set quality: the fast preset on all pairs, the default configuration on the SIDD pairs (one batch)
+step devset_fast $LIMIT python -m dvi evaluate --noisy data/dev --clean data/dev --output "$OUT/devset_fast" \
+  --preset fast --device $DEVICE --log-every 50 $DEV_ARGS
+for noisy in $(ls "$PWD"/data/dev/sidd_*_noisy.png | head -n "$SIDD"); do echo "$noisy ${noisy/_noisy/_clean}"; done > "$OUT/sidd.txt"
+step devset $((LIMIT * 3)) python -m dvi evaluate --list "$OUT/sidd.txt" --output "$OUT/devset" \
   --device $DEVICE --log-every 50 $DEV_ARGS
-# 5. a 4000x3000 photo (or BIG x BIG in smoke mode) with the fast preset, tiled from the memory budget
+# 4. a 4000x3000 photo (or BIG x BIG in smoke mode) with the fast preset, tiled from a 16 GB budget
 SIDE_H=${BIG:-3000}; SIDE_W=${BIG:-4000}
-python - "$OUT/big_noisy.png" "$SIDE_H" "$SIDE_W" <<'EOF'
+if [[ $CHECKS == *" big_fast "* ]]; then
+python - "$OUT/big_noisy.png" "$OUT/big_clean.png" "$SIDE_H" "$SIDE_W" <<'PY'
 import sys
 import torch
 from common.images import write_image
-h, w = int(sys.argv[2]), int(sys.argv[3])
+h, w = int(sys.argv[3]), int(sys.argv[4])
 axis_y, axis_x = torch.linspace(0, 6, h)[:, None], torch.linspace(0, 8, w)[None, :]
 clean = 0.5 + 0.3 * torch.stack([torch.sin(axis_x + c) * torch.cos(axis_y - c) for c in range(3)])
+write_image(sys.argv[2], clean)
 write_image(sys.argv[1], (clean + 15 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1))
-EOF
-step big_fast $((LIMIT * 2)) python -m dvi denoise --image "$OUT/big_noisy.png" --output "$OUT/big_denoised.png" \
-  --preset fast --max-memory 16 --device $DEVICE --log-every 50 $BIG_ARGS
+PY
+fi
+step big_fast $((LIMIT * 3)) python -m dvi denoise --image "$OUT/big_noisy.png" --clean "$OUT/big_clean.png" \
+  --output "$OUT/big_denoised.png" --preset fast --max-memory 16 --device $DEVICE --log-every 50 $BIG_ARGS
+# 5. what channels_last buys, alternating in one process
+step channels_last $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF \
+  --compare channels_last=false channels_last=true
 echo "results in $OUT"

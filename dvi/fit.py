@@ -116,7 +116,7 @@ def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings,
     trainer = build_trainer(stage="dvi", name=name, precision=settings.precision, accelerator=settings.accelerator,
                             seed=seeds[0], max_steps=settings.steps, max_epochs=1, enable_checkpointing=False,
                             log_every_n_steps=min(settings.log_every, settings.steps), progress_bar=settings.progress_bar,
-                            num_sanity_val_steps=0)
+                            num_sanity_val_steps=0, benchmark=True)  # fixed shapes: cuDNN picks its fastest convs once
     module = build_module(settings, priors, channels=noisy.shape[1], seeds=seeds, noises=noises, beta0s=beta0s,
                           clean=clean)
     if trainer.logger is not None:

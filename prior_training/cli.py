@@ -35,6 +35,7 @@ def trainer_defaults() -> dict[str, object]:
         "val_check_interval": 500,
         "check_val_every_n_epoch": None,
         "log_every_n_steps": 10,
+        "benchmark": True,  # fixed patch shapes: cuDNN picks its fastest convolutions once
         "logger": lazy_instance(TensorBoardLogger, save_dir=str(RUNS_DIR), name="prior_training",
                                 default_hp_metric=False),
     }

@@ -14,9 +14,27 @@ import csv
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 GROUPS = {"A": "animals (gcompris)", "B": "outdoor scenes (wallpapers, monuments)", "C": "objects, people, misc"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Batch and loader settings of one training run (the defaults suit 2 CPU cores).
+
+    A batch is ``images_per_batch * patches_per_image`` patches of ``patch_size`` pixels;
+    validation (and ``last.ckpt``) every ``val_every`` steps; ``quiet`` turns the progress bar off
+    (for runs whose output goes to a log file).
+    """
+
+    patch_size: int = 48
+    images_per_batch: int = 4
+    patches_per_image: int = 4
+    workers: int = 1
+    val_every: int = 50
+    quiet: bool = False
 
 
 def group_folders(corpus: Path, work: Path) -> dict[str, Path]:
@@ -58,15 +76,15 @@ def as_max_time(seconds: float) -> str:
     return f"{seconds // 86400:02d}:{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def train_round(key: str, folders: dict[str, Path], *, minutes: int, runs: Path, max_steps: int,
-                exported: Path, lr: float | None = None) -> Path:
-    """Resume (or start) training one prior for ``minutes``; return its last checkpoint.
+def train_command(key: str, folders: dict[str, Path], *, minutes: float, runs: Path, max_steps: int,
+                  exported: Path, lr: float | None = None, recipe: Recipe = Recipe()) -> tuple[list[str], Path]:
+    """The ``prior_training fit`` command that resumes (or starts) one prior for ``minutes``, and its last checkpoint.
 
     Without a ``last.ckpt`` (e.g. a fresh checkout) but with an exported prior, training continues
     from the exported weights with a fresh optimiser; the exported step count keeps adding up.
     ``lr`` starts (or resumes) a separate run ``<key>-lr<lr>`` from the exported prior at that
     learning rate (a low-rate phase after the 1e-3 one). Validation, and with it ``last.ckpt``,
-    comes every 50 steps, so a round stopped by its time limit loses fewer than 50 steps.
+    comes every ``recipe.val_every`` steps, so a round stopped by its time limit loses fewer steps than that.
     """
     group, channels = key.split("-")
     name = key if lr is None else f"{key}-lr{lr:g}"
@@ -74,46 +92,82 @@ def train_round(key: str, folders: dict[str, Path], *, minutes: int, runs: Path,
     last = run_dir / "checkpoints" / "last.ckpt"
     command = [sys.executable, "-m", "prior_training", "fit", "--dataset", "folder",
                "--data-root", str(folders[key]), "--data.val_root", str(folders[f"test-{channels}"]),
-               "--channels", "1" if channels == "gray" else "3", "--data.patch_size", "48",
-               "--data.images_per_batch", "4", "--data.patches_per_image", "4", "--data.val_crop", "128",
-               "--data.num_workers", "1", "--trainer.max_steps", str(max_steps),
-               "--trainer.val_check_interval", "50",
+               "--channels", "1" if channels == "gray" else "3", "--data.patch_size", str(recipe.patch_size),
+               "--data.images_per_batch", str(recipe.images_per_batch),
+               "--data.patches_per_image", str(recipe.patches_per_image), "--data.val_crop", "128",
+               "--data.num_workers", str(recipe.workers), "--trainer.max_steps", str(max_steps),
+               "--trainer.val_check_interval", str(recipe.val_every),
                "--trainer.max_time", as_max_time(trained_seconds(last) + 60 * minutes),
-               "--trainer.logger.init_args.version", name]
+               "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.version", name]
     if lr is not None:
         command += ["--model.lr", str(lr)]
+    if recipe.quiet:
+        command += ["--progress_bar.refresh_rate", "0"]
     if last.is_file():
         command += ["--ckpt_path", str(last)]
     elif exported.is_file():
         command += ["--model.init_prior", str(exported)]
-    subprocess.run(command, check=True)
-    return last
+    return command, last
+
+
+def run_all(commands: dict[str, list[str]], *, parallel: bool, logs: Path | None) -> None:
+    """Run the training commands one after another, or all at once (one GPU fits several small trainings);
+    with ``logs``, each command's output goes to ``logs/<key>.log``. A failed training stops the script."""
+    if logs is not None:
+        logs.mkdir(parents=True, exist_ok=True)
+    running = []
+    for key, command in commands.items():
+        output = open(logs / f"{key}.log", "w") if logs is not None else None  # noqa: SIM115 - closed below
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT if output else None)
+        running.append((key, process, output))
+        if not parallel:
+            process.wait()
+    for key, process, output in running:
+        if process.wait() != 0:
+            raise SystemExit(f"training {key} failed (exit {process.returncode})" + (f"; see {logs}/{key}.log" if logs else ""))
+        if output is not None:
+            output.close()
 
 
 def main() -> None:
+    from prior_training.cli import export
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     parser.add_argument("--work", type=Path, default=Path("data/prior_groups"))
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, default=Path("checkpoints"))
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--minutes", type=int, default=15)
+    parser.add_argument("--minutes", type=float, default=15, help="training time per prior and round")
     parser.add_argument("--max-steps", type=int, default=20000, help="length of the cosine schedule")
     parser.add_argument("--only", nargs="*", default=None, help="e.g. A-rgb B-gray")
-    parser.add_argument("--lr", type=float, default=None, help="a separate low-rate phase from the exported priors")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="a separate run at this learning rate from the exported priors (e.g. a low-rate phase)")
+    parser.add_argument("--parallel", action="store_true", help="train all priors at once (a GPU)")
+    parser.add_argument("--logs", type=Path, default=None, help="write each training's output to LOGS/<key>.log")
+    parser.add_argument("--patch-size", type=int, default=Recipe.patch_size)
+    parser.add_argument("--images-per-batch", type=int, default=Recipe.images_per_batch)
+    parser.add_argument("--patches-per-image", type=int, default=Recipe.patches_per_image)
+    parser.add_argument("--workers", type=int, default=Recipe.workers, help="data-loader processes per training")
+    parser.add_argument("--val-every", type=int, default=Recipe.val_every, help="validate and checkpoint every N steps")
     args = parser.parse_args()
+    recipe = Recipe(patch_size=args.patch_size, images_per_batch=args.images_per_batch,
+                    patches_per_image=args.patches_per_image, workers=args.workers, val_every=args.val_every,
+                    quiet=args.logs is not None)
     folders = group_folders(args.corpus, args.work)
     keys = args.only or [f"{g}-{c}" for c in ("rgb", "gray") for g in GROUPS]
-    for _ in range(args.rounds):
-        for key in keys:
+    exported = {key: args.out / f"bfdncnn_{key.split('-')[1]}_{key.split('-')[0].lower()}.pt" for key in keys}
+    together = [keys] if args.parallel else [[key] for key in keys]  # sequential: export each as it finishes
+    for _, batch in ((r, b) for r in range(args.rounds) for b in together):
+        planned = {key: train_command(key, folders, minutes=args.minutes, runs=args.runs, max_steps=args.max_steps,
+                                      exported=exported[key], lr=args.lr, recipe=recipe) for key in batch}
+        run_all({key: command for key, (command, _) in planned.items()}, parallel=args.parallel, logs=args.logs)
+        for key, (_, last) in planned.items():
             group, channels = key.split("-")
-            out = args.out / f"bfdncnn_{channels}_{group.lower()}.pt"
-            last = train_round(key, folders, minutes=args.minutes, runs=args.runs, max_steps=args.max_steps,
-                               exported=out, lr=args.lr)
-            subprocess.run([sys.executable, "-m", "prior_training", "export", str(last), "--out", str(out),
-                            "--training-data", f"open-photo corpus group {group}: {GROUPS[group]} "
-                            f"({'grayscale (BT.601)' if channels == 'gray' else 'RGB'}), see checkpoints/CORPUS.csv"],
-                           check=True)
+            out = exported[key]
+            digest = export(last, out, training_data=f"open-photo corpus group {group}: {GROUPS[group]} "
+                            f"({'grayscale (BT.601)' if channels == 'gray' else 'RGB'}), see checkpoints/CORPUS.csv")
+            print(f"wrote {out} (sha256 {digest})")
 
 
 if __name__ == "__main__":
