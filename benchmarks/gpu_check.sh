@@ -8,7 +8,7 @@
 #   PYTHONPATH=. bash benchmarks/gpu_check.sh [CHECK...]   # on the GPU machine (device run, carry data/dev)
 #   PYTHONPATH=. SMOKE=1 bash benchmarks/gpu_check.sh       # on a CPU: tiny sizes, checks that every step runs
 # CHECKs (default: all, in this order):
-#   speed_bf16 speed_fp32 batched devset_fast devset big_fast channels_last
+#   speed_bf16 speed_fp32 batched batched_fp32 devset_fast devset big_fast channels_last
 set -u
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
@@ -21,7 +21,7 @@ else
   SIZES="64 128 256 512"; SIZE=256; STEPS=10; BATCH=16; HALF=bf16-mixed; DEV_ARGS=""; BIG=""; BIG_ARGS=""
   SIDD=${SIDD:-16}; LIMIT=60; DEVICE=auto
 fi
-CHECKS=" ${*:-speed_bf16 speed_fp32 batched devset_fast devset big_fast channels_last} "
+CHECKS=" ${*:-speed_bf16 speed_fp32 batched batched_fp32 devset_fast devset big_fast channels_last} "
 step() {  # step NAME SECONDS COMMAND...: run one check (cut to the deadline), output to the console and $OUT/NAME.txt
   local name=$1 limit=$2 left; shift 2
   [[ $CHECKS == *" $name "* ]] || return 0
@@ -39,6 +39,7 @@ step speed_bf16 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZES --steps $ST
 step speed_fp32 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision 32-true
 # 2. many images at once: images/s and TFLOP/s
 step batched $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF --batch $BATCH
+step batched_fp32 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision 32-true --batch $BATCH
 # 3. dev-set quality: the fast preset on all pairs, the default configuration on the SIDD pairs (one batch)
 step devset_fast $LIMIT python -m dvi evaluate --noisy data/dev --clean data/dev --output "$OUT/devset_fast" \
   --preset fast --device $DEVICE --log-every 50 $DEV_ARGS

@@ -71,6 +71,13 @@ class StackedNets(nn.Module):
         return params, buffers
 
     def forward(self, y: Tensor) -> dict[str, Tensor]:
+        """Maps of all B images, computed in ``y``'s dtype with autocast off: under ``vmap`` cuDNN's
+        batch-norm backward refuses bf16 activations with float32 running statistics (seen on an H100),
+        and the variational nets are a small part of the work (the priors keep autocast)."""
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            return self._forward(y)
+
+    def _forward(self, y: Tensor) -> dict[str, Tensor]:
         template = self._template[0]
         params, buffers = self._state()
         if self.count == 1:  # no vmap needed: index the stacked weights (gradients still reach them)

@@ -98,3 +98,17 @@ def test_images_of_different_shapes_are_refused(tiny_priors):
     with pytest.raises(ValueError, match="one shape"):
         fit_images([torch.rand(3, 64, 64), torch.rand(3, 64, 72)], [prior], SMALL)
 
+
+
+@pytest.mark.parametrize("images", [1, 2])
+def test_stacked_nets_run_in_the_input_dtype_under_autocast(images):
+    """Under bf16 autocast the variational nets stay in float32 (cuDNN's batch-norm backward under vmap
+    refuses bf16 activations with float32 running statistics) and equal the float32 result."""
+    stacked = StackedNets(seeded_nets(list(range(images)), **SIZES))
+    y = torch.rand(images, 3, 16, 16)
+    plain = stacked(y)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed = stacked(y)
+    for key, value in mixed.items():
+        assert value.dtype == torch.float32, key
+        torch.testing.assert_close(value, plain[key])
