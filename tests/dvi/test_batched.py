@@ -112,3 +112,17 @@ def test_stacked_nets_run_in_the_input_dtype_under_autocast(images):
     for key, value in mixed.items():
         assert value.dtype == torch.float32, key
         torch.testing.assert_close(value, plain[key])
+
+
+def test_stacked_batch_norm_running_statistics_are_each_images_own():
+    nets = [net.double() for net in seeded_nets([0, 1, 2], **SIZES)]
+    stacked = StackedNets([net.double() for net in seeded_nets([0, 1, 2], **SIZES)])
+    y = torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    for _ in range(2):  # two training-mode passes update the running statistics twice
+        stacked(y)
+        for b, net in enumerate(nets):
+            net(y[b:b + 1])
+    for b, net in enumerate(nets):
+        for name, buffer in net.named_buffers():
+            torch.testing.assert_close(getattr(stacked, f"stacked_buffer__{name.replace('.', '__')}")[b], buffer)
+
