@@ -9,6 +9,7 @@ from unittest import mock
 
 from jsonargparse import lazy_instance
 from lightning.pytorch.callbacks import (
+    Callback,
     LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
@@ -41,6 +42,18 @@ def trainer_defaults() -> dict[str, object]:
     }
 
 
+class SaveLastOnStop(Callback):
+    """Write ``last.ckpt`` when training ends after the last validation (a ``max_time`` or ``max_steps``
+    stop between validations): otherwise ``last.ckpt`` only holds the weights of the last validation and a
+    time-limited round loses the steps since then."""
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook signature
+        for checkpoint in trainer.checkpoint_callbacks:
+            if isinstance(checkpoint, ModelCheckpoint) and checkpoint.save_last and checkpoint.dirpath:
+                name = f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+                trainer.save_checkpoint(Path(checkpoint.dirpath) / name)
+
+
 class PriorTrainingCLI(LightningCLI):
     """Links the image channel count of the data to the network; adds the rich progress bar, the
     learning-rate monitor and a checkpoint of the best mean validation PSNR (``--checkpoint.*``)."""
@@ -52,6 +65,7 @@ class PriorTrainingCLI(LightningCLI):
                              "checkpoint.filename": "best-{step}"})
         parser.add_lightning_class_args(RichProgressBar, "progress_bar")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.add_lightning_class_args(SaveLastOnStop, "save_last_on_stop")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
 
 

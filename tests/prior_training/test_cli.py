@@ -105,3 +105,10 @@ def test_validate_and_test_subcommands_report_psnr(image_folder, tmp_path, capsy
     for command in ("validate", "test"):
         main([command, "--dataset", "folder", "--data-root", str(image_folder), *TINY, "--ckpt_path", str(last)])
         assert f"{'val' if command == 'validate' else 'test'}/psnr_25" in capsys.readouterr().out
+
+
+def test_last_checkpoint_holds_the_final_step_when_training_stops_between_validations(image_folder, tmp_path):
+    """max_steps 5 with validation every 2 steps: last.ckpt must be of step 5, not of the validation at 4."""
+    main(["fit", "--dataset", "folder", "--data-root", str(image_folder), *TINY, "--trainer.max_steps", "5"])
+    last = tmp_path / "runs" / "prior_training" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 5
