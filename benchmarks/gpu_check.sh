@@ -47,7 +47,7 @@ step speed_fp32 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STE
 # 3. many images at once: images/s and TFLOP/s
 step batched $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF --batch $BATCH
 step batched_fp32 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision 32-true --batch $BATCH
-# 5. a 4000x3000 photo (or BIG x BIG in smoke mode) with the fast preset, tiled from a 16 GB budget
+# 4. a 4000x3000 photo (or BIG x BIG in smoke mode) with the fast preset, tiled from a 16 GB budget
 SIDE_H=${BIG:-3000}; SIDE_W=${BIG:-4000}
 if [[ $CHECKS == *" big_fast "* ]]; then
 python - "$OUT/big_noisy.png" "$OUT/big_clean.png" "$SIDE_H" "$SIDE_W" <<'PY'
@@ -63,7 +63,7 @@ PY
 fi
 step big_fast $((LIMIT * 3)) python -m dvi denoise --image "$OUT/big_noisy.png" --clean "$OUT/big_clean.png" \
   --output "$OUT/big_denoised.png" --preset fast --max-memory 16 --device $DEVICE --log-every 50 $BIG_ARGS
-# 6. what channels_last buys, alternating in one process
+# 5. what channels_last buys, alternating in one process
 step channels_last $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF \
   --compare channels_last=false channels_last=true
 echo "results in $OUT"
