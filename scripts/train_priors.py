@@ -83,8 +83,8 @@ def train_command(key: str, folders: dict[str, Path], *, minutes: float, runs: P
     Without a ``last.ckpt`` (e.g. a fresh checkout) but with an exported prior, training continues
     from the exported weights with a fresh optimiser; the exported step count keeps adding up.
     ``lr`` starts (or resumes) a separate run ``<key>-lr<lr>`` from the exported prior at that
-    learning rate (a low-rate phase after the 1e-3 one). Validation, and with it ``last.ckpt``,
-    comes every ``recipe.val_every`` steps, so a round stopped by its time limit loses fewer steps than that.
+    learning rate (a low-rate phase after the 1e-3 one). ``last.ckpt`` is written at every
+    validation and when the round's time is up, so the next round resumes where this one stopped.
     """
     group, channels = key.split("-")
     name = key if lr is None else f"{key}-lr{lr:g}"
@@ -158,16 +158,18 @@ def main() -> None:
     keys = args.only or [f"{g}-{c}" for c in ("rgb", "gray") for g in GROUPS]
     exported = {key: args.out / f"bfdncnn_{key.split('-')[1]}_{key.split('-')[0].lower()}.pt" for key in keys}
     together = [keys] if args.parallel else [[key] for key in keys]  # sequential: export each as it finishes
-    for _, batch in ((r, b) for r in range(args.rounds) for b in together):
-        planned = {key: train_command(key, folders, minutes=args.minutes, runs=args.runs, max_steps=args.max_steps,
-                                      exported=exported[key], lr=args.lr, recipe=recipe) for key in batch}
-        run_all({key: command for key, (command, _) in planned.items()}, parallel=args.parallel, logs=args.logs)
-        for key, (_, last) in planned.items():
-            group, channels = key.split("-")
-            out = exported[key]
-            digest = export(last, out, training_data=f"open-photo corpus group {group}: {GROUPS[group]} "
-                            f"({'grayscale (BT.601)' if channels == 'gray' else 'RGB'}), see checkpoints/CORPUS.csv")
-            print(f"wrote {out} (sha256 {digest})")
+    for _ in range(args.rounds):
+        for batch in together:
+            planned = {key: train_command(key, folders, minutes=args.minutes, runs=args.runs,
+                                          max_steps=args.max_steps, exported=exported[key], lr=args.lr, recipe=recipe)
+                       for key in batch}
+            run_all({key: command for key, (command, _) in planned.items()}, parallel=args.parallel, logs=args.logs)
+            for key, (_, last) in planned.items():
+                group, channels = key.split("-")
+                out = exported[key]
+                digest = export(last, out, training_data=f"open-photo corpus group {group}: {GROUPS[group]} "
+                                f"({'grayscale (BT.601)' if channels == 'gray' else 'RGB'}), see checkpoints/CORPUS.csv")
+                print(f"wrote {out} (sha256 {digest})")
 
 
 if __name__ == "__main__":
