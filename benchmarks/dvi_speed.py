@@ -115,6 +115,7 @@ def main() -> None:
     priors = (load_priors(args.priors, channels=3) if args.priors else
               [BFDnCNN(channels=3).eval() for _ in range(FitSettings().components)])
     configs = [args.settings] if args.compare is None else list(args.compare)
+    settings = {c: dataclasses.replace(FitSettings(), **parse_overrides(c)) for c in configs}
     title = (f"ScoreDVI step time on {args.device} "
              f"({torch.cuda.get_device_name() if args.device == 'cuda' else platform.machine()}, "
              f"{torch.get_num_threads()} threads), {args.precision}, torch {torch.__version__}")
@@ -124,18 +125,16 @@ def main() -> None:
     for size in args.sizes:
         y = torch.rand(args.batch, 3, size, size, device=args.device)
         timings: dict[str, list[float]] = {c: [] for c in configs}
-        models = {c: build(dataclasses.replace(FitSettings(), **parse_overrides(c)), channels=3, priors=priors,
-                           device=args.device, batch=args.batch) for c in configs}
+        models = {c: build(settings[c], channels=3, priors=priors, device=args.device, batch=args.batch) for c in configs}
         flop = {c: args.batch * flop_per_step(training_step(
-            *build(dataclasses.replace(FitSettings(), **parse_overrides(c)), channels=3, priors=priors,
-                   device=args.device, batch=1), y[:1], precision=args.precision)) for c in configs}
+            *build(settings[c], channels=3, priors=priors, device=args.device, batch=1), y[:1],
+            precision=args.precision)) for c in configs}
         for _ in range(2 if args.compare else 1):  # alternate A, B, A, B
             for config in configs:
                 timings[config].append(time_steps(*models[config], y, steps=args.steps, precision=args.precision))
         for config in configs:
-            settings = dataclasses.replace(FitSettings(), **parse_overrides(config))
             seconds = min(timings[config])
-            per_image = seconds * settings.steps / args.batch
+            per_image = seconds * settings[config].steps / args.batch
             table.add_row(str(size), config or "default", str(args.batch), f"{1000 * seconds:.0f}", f"{per_image:.1f}",
                           f"{1 / per_image:.3f}", f"{flop[config] / seconds / 1e12:.2f}",
                           f"{peak_memory_mb(args.device):.0f}")

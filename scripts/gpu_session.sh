@@ -5,7 +5,9 @@
 #
 #   python scripts/pack_corpus.py --out data/corpus_small --train-crop 320     # < 30 MiB of PNG crops
 #   mkdir -p data/dev && cp ../shared/data/dev/*.png data/dev/
-#   pip download ... -d .whl albumentations albucore pydantic ... jsonargparse  # see the README
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
+#     albumentations albucore simsimd stringzilla pydantic pydantic_core annotated-types typing-inspection \
+#     typing_extensions jsonargparse docstring_parser typeshed_client   # what the device lacked on 2026-11-27
 #   device run: bash scripts/gpu_session.sh   (carry .whl data/corpus_small data/dev)
 #
 # Back under $OUT: log.txt, priors_rgb.tar / priors_gray.tar (exported priors + MANIFEST.json),
@@ -19,13 +21,13 @@ TOTAL=${TOTAL:-550}
 TRAIN_ARGS=${TRAIN_ARGS:---max-steps 2500 --lr 3e-4 --patch-size 64 --images-per-batch 8 --patches-per-image 8 --workers 2 --val-every 250}
 mkdir -p "$OUT" "$WORK"
 exec > >(tee -a "$OUT/log.txt") 2>&1
+export PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1  # the probe below imports albumentations
 if ! python3 -c "import albumentations, jsonargparse" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=.:/tmp/site || exit 1
 else
   export PYTHONPATH=.
 fi
-export PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc
 # 1. priors: a low-rate cosine phase from the shipped weights, 64 patches of 64x64 per step, six trainings at once
