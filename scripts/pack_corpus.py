@@ -19,10 +19,14 @@ from common.images import center_crop, read_image, write_image
 
 def pack(corpus: Path, out: Path, *, train_crop: int, test_crop: int) -> list[dict[str, str]]:
     """Write the crops and ``out/manifest.csv``; return the manifest rows."""
-    with open(corpus / "manifest.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    manifest = corpus / "manifest.csv"
+    rows = []
+    if manifest.is_file():
+        with open(manifest, newline="") as handle:
+            rows = list(csv.DictReader(handle))
     if not rows:
-        raise SystemExit(f"{corpus / 'manifest.csv'} lists no photos; build the corpus first (scripts/build_corpus.py)")
+        raise SystemExit(f"error: {manifest} is missing or lists no photos; build the corpus first "
+                         "(python scripts/build_corpus.py --out DIR)")
     packed = []
     for row in rows:
         crop = train_crop if row["split"] == "train" else test_crop

@@ -84,3 +84,9 @@ def test_train_command_carries_the_recipe_and_run_folder(tmp_path: Path, lr: flo
     assert options["--progress_bar.refresh_rate"] == "0"
     assert options["--model.init_prior"] == str(exported)  # no last.ckpt yet: start from the exported prior
     assert ("--model.lr" in options) == (lr is not None)
+
+
+def test_pack_without_a_corpus_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="missing or lists no photos; build the corpus first"):
+        pack_corpus.pack(tmp_path / "nowhere", tmp_path / "small", train_crop=24, test_crop=32)
+    assert not (tmp_path / "small").exists()
