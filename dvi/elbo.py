@@ -2,10 +2,13 @@
 
 Shapes: every map is (N, K, C, H, W); k is dim 1. ``psi`` = digamma, ``lnG`` = log-gamma.
 Each ``l*`` function returns the per-element value summed over k, shaped (N, C, H, W).
+The N images may have their own hyperparameters: a :class:`Hyperpriors` field (and the prior
+weight lambda) is either one number for all or a tensor of N values, one per image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,11 +17,30 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Hyperpriors:
-    """Gamma(alpha0, beta0) on the noise precision, Dirichlet(d, ..., d) on the mixture weights."""
+    """Gamma(alpha0, beta0) on the noise precision, Dirichlet(d, ..., d) on the mixture weights.
 
-    alpha0: float = 1.0
-    beta0: float = 0.02
-    d: float = 1.0
+    Each field is a number, or a tensor of N values (one per image of a batch; :meth:`stack`).
+    """
+
+    alpha0: float | Tensor = 1.0
+    beta0: float | Tensor = 0.02
+    d: float | Tensor = 1.0
+
+    @staticmethod
+    def stack(hypers: Sequence[Hyperpriors], *, dtype: torch.dtype = torch.float32) -> Hyperpriors:
+        """One :class:`Hyperpriors` whose fields are (N,) tensors, from N per-image ones."""
+        def field(name: str) -> Tensor:
+            return torch.tensor([float(getattr(h, name)) for h in hypers], dtype=dtype)
+
+        return Hyperpriors(alpha0=field("alpha0"), beta0=field("beta0"), d=field("d"))
+
+
+def per_image(value: float | Tensor, like: Tensor) -> Tensor:
+    """``value`` broadcastable against maps (N, K, C, H, W) like ``like``: a 0-dim tensor for a number
+    (made on the device by a fill, no host-to-device copy), (N, 1, 1, 1, 1) for N per-image values."""
+    if isinstance(value, Tensor):
+        return value.to(like.dtype).reshape(-1, 1, 1, 1, 1) if value.dim() else value.to(like.dtype)
+    return torch.full((), value, dtype=like.dtype, device=like.device)
 
 
 def l1_likelihood(y: Tensor, mu: Tensor, sigma2: Tensor, pi: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
@@ -43,9 +65,9 @@ def l2_prior(log_var: Tensor, pi: Tensor, expected_log_prior: Tensor) -> Tensor:
 
 def l3_precision_kl(alpha: Tensor, beta: Tensor, pi: Tensor, hyper: Hyperpriors) -> Tensor:
     """L3 = sum_k pi_k KL(Gamma(alpha_k, beta_k) || Gamma(alpha0, beta0)) (rate parameterisation)."""
-    a0, b0 = hyper.alpha0, hyper.beta0
-    kl = ((alpha - a0) * torch.digamma(alpha) - torch.lgamma(alpha) + torch.lgamma(torch.tensor(a0))
-          + a0 * (beta.log() - torch.log(torch.tensor(b0))) + b0 * alpha / beta - alpha)
+    a0, b0 = per_image(hyper.alpha0, alpha), per_image(hyper.beta0, alpha)
+    kl = ((alpha - a0) * torch.digamma(alpha) - torch.lgamma(alpha) + torch.lgamma(a0)
+          + a0 * (beta.log() - b0.log()) + b0 * alpha / beta - alpha)
     return (pi * kl).sum(1)
 
 
@@ -59,14 +81,15 @@ def l5_dirichlet_kl(d_hat: Tensor, hyper: Hyperpriors) -> Tensor:
     """L5 = KL(Dir(d^) || Dir(d)) with d = (hyper.d, ..., hyper.d)."""
     k = d_hat.shape[1]
     total = d_hat.sum(1)
-    d = torch.full((), hyper.d, dtype=d_hat.dtype, device=d_hat.device)
+    d = per_image(hyper.d, d_hat)
     cross = ((d_hat - d) * (torch.digamma(d_hat) - torch.digamma(total).unsqueeze(1))).sum(1)
-    return cross + torch.lgamma(total) - torch.lgamma(d_hat).sum(1) - (torch.lgamma(k * d) - k * torch.lgamma(d))
+    log_norm = torch.lgamma(k * d) - k * torch.lgamma(d)  # log B(d) of the prior, per image
+    return cross + torch.lgamma(total) - torch.lgamma(d_hat).sum(1) - (log_norm[:, 0] if log_norm.dim() else log_norm)
 
 
 @dataclass(frozen=True)
 class LossTerms:
-    """Per-image means of the terms; ``total`` = L1 + lambda*L2 + L3 + L4 + L5 (the one to minimise)."""
+    """Per-image means of the terms, each (N,); ``total`` = L1 + lambda*L2 + L3 + L4 + L5 (the one to minimise)."""
 
     total: Tensor
     l1: Tensor
@@ -77,13 +100,19 @@ class LossTerms:
 
 
 def negative_elbo(*, y: Tensor, mu: Tensor, log_var: Tensor, pi: Tensor, log_alpha: Tensor, log_beta: Tensor,
-                  d_hat: Tensor, expected_log_prior: Tensor, weight: float, hyper: Hyperpriors) -> LossTerms:
-    """Assemble L = L1 + lambda(y) L2 + L3 + L4 + L5, averaged over the N = C*H*W elements."""
+                  d_hat: Tensor, expected_log_prior: Tensor, weight: float | Tensor, hyper: Hyperpriors) -> LossTerms:
+    """Assemble L = L1 + lambda(y) L2 + L3 + L4 + L5 for each of the N images y (N, C, H, W), averaged
+    over its C*H*W elements; ``weight`` is lambda, one number or (N,) per image, like ``hyper``'s fields."""
     sigma2, alpha, beta = log_var.exp(), log_alpha.exp(), log_beta.exp()
-    l1 = l1_likelihood(y, mu, sigma2, pi, alpha, beta).mean()
-    l2 = l2_prior(log_var, pi, expected_log_prior).mean()
-    l3 = l3_precision_kl(alpha, beta, pi, hyper).mean()
-    l4 = l4_assignment_kl(pi, d_hat).mean()
-    l5 = l5_dirichlet_kl(d_hat, hyper).mean()
+
+    def image_mean(x: Tensor) -> Tensor:
+        return x.flatten(1).mean(1)
+
+    l1 = image_mean(l1_likelihood(y, mu, sigma2, pi, alpha, beta))
+    l2 = image_mean(l2_prior(log_var, pi, expected_log_prior))
+    l3 = image_mean(l3_precision_kl(alpha, beta, pi, hyper))
+    l4 = image_mean(l4_assignment_kl(pi, d_hat))
+    l5 = image_mean(l5_dirichlet_kl(d_hat, hyper))
     total = l1 + weight * l2 + l3 + l4 + l5
-    return LossTerms(total=total, l1=l1, l2_closed=l2_closed_form(log_var, pi).mean().detach(), l3=l3, l4=l4, l5=l5)
+    return LossTerms(total=total, l1=l1, l2_closed=image_mean(l2_closed_form(log_var, pi)).detach(), l3=l3, l4=l4,
+                     l5=l5)

@@ -80,8 +80,9 @@ class StackedNets(nn.Module):
     def _forward(self, y: Tensor) -> dict[str, Tensor]:
         template = self._template[0]
         params, buffers = self._state()
-        if self.count == 1:  # no vmap needed: index the stacked weights (gradients still reach them)
-            one = {k: v[0] for k, v in params.items()}, {k: v[0] for k, v in buffers.items()}
+        if self.count == 1:  # no vmap needed: views of the stacked weights without their leading dimension
+            # (squeeze, not v[0]: the backward of a view is a view, that of indexing a zero-filled copy per weight)
+            one = {k: v.squeeze(0) for k, v in params.items()}, {k: v.squeeze(0) for k, v in buffers.items()}
             return functional_call(template, one, (y,))
 
         def call(p: dict[str, Tensor], b: dict[str, Tensor], image: Tensor) -> dict[str, Tensor]:

@@ -81,6 +81,28 @@ def test_total_combines_terms_with_prior_weight():
                 log_beta=torch.randn(1, K, C, H, W, dtype=torch.float64), d_hat=positive(1, K, C, H, W),
                 expected_log_prior=torch.randn(1, K, C, H, W, dtype=torch.float64), hyper=Hyperpriors())
     one, two = negative_elbo(weight=1.0, **args), negative_elbo(weight=2.0, **args)
-    l2 = (args["pi"] * (-0.5 * args["log_var"] - args["expected_log_prior"])).sum(1).mean()
+    l2 = (args["pi"] * (-0.5 * args["log_var"] - args["expected_log_prior"])).sum(1).mean().reshape(1)
     torch.testing.assert_close(two.total - one.total, l2)
     torch.testing.assert_close(one.total, one.l1 + l2 + one.l3 + one.l4 + one.l5)
+
+
+def test_a_batch_with_per_image_hyperparameters_equals_separate_images():
+    """N images in one call, each with its own lambda, alpha0, beta0 and d, give what N one-image calls give."""
+    n = 3
+    maps = dict(mu=torch.randn(n, K, C, H, W, dtype=torch.float64), log_var=torch.randn(n, K, C, H, W, dtype=torch.float64),
+                pi=torch.softmax(torch.randn(n, K, C, H, W, dtype=torch.float64), dim=1),
+                log_alpha=torch.randn(n, K, C, H, W, dtype=torch.float64),
+                log_beta=torch.randn(n, K, C, H, W, dtype=torch.float64), d_hat=positive(n, K, C, H, W),
+                expected_log_prior=torch.randn(n, K, C, H, W, dtype=torch.float64))
+    y = torch.rand(n, C, H, W, dtype=torch.float64)
+    hypers = [Hyperpriors(alpha0=1.0, beta0=0.005, d=1.0), Hyperpriors(alpha0=1.7, beta0=0.01, d=0.5),
+              Hyperpriors(alpha0=0.8, beta0=0.02, d=2.0)]
+    weights = [0.5, 1.0, 2.0]
+    batch = negative_elbo(y=y, **maps, weight=torch.tensor(weights, dtype=torch.float64),
+                          hyper=Hyperpriors.stack(hypers, dtype=torch.float64))
+    for i in range(n):
+        alone = negative_elbo(y=y[i:i + 1], **{k: v[i:i + 1] for k, v in maps.items()}, weight=weights[i],
+                              hyper=hypers[i])
+        for name in ("total", "l1", "l2_closed", "l3", "l4", "l5"):
+            torch.testing.assert_close(getattr(batch, name)[i:i + 1], getattr(alone, name), msg=name)
+    assert batch.total.shape == (n,)
