@@ -51,29 +51,26 @@ def parse_overrides(text: str) -> dict[str, object]:
     return out
 
 
-def build(settings: FitSettings, *, channels: int, priors: list[BFDnCNN], device: str,
-          batch: int) -> tuple[ScoreDVI, torch.optim.Optimizer]:
-    """A ScoreDVI module fitting ``batch`` images at once, outside a Trainer."""
-    module = standalone(build_module(settings, priors, channels=channels, seeds=range(batch)), device=device)
+def build(settings: FitSettings, y: torch.Tensor, *, priors: list[BFDnCNN],
+          device: str) -> tuple[ScoreDVI, torch.optim.Optimizer]:
+    """A ScoreDVI module fitting the images ``y`` (B, C, H, W) at once, outside a Trainer."""
+    module = standalone(build_module(settings, priors, y, seeds=range(len(y))), device=device)
     return module, module.configure_optimizers()
 
 
-def time_steps(module: ScoreDVI, optimiser: torch.optim.Optimizer, y: torch.Tensor, *, steps: int,
-               precision: str) -> float:
+def time_steps(module: ScoreDVI, optimiser: torch.optim.Optimizer, *, steps: int, precision: str) -> float:
     """Seconds per step over ``steps`` timed steps (after one warm-up step)."""
-    device = y.device.type
-    return seconds_per_step(training_step(module, optimiser, y, precision=precision), device=device, steps=steps)
+    return seconds_per_step(training_step(module, optimiser, precision=precision), device=module.device.type,
+                            steps=steps)
 
 
-def training_step(module: ScoreDVI, optimiser: torch.optim.Optimizer, y: torch.Tensor, *,
-                  precision: str) -> Callable[[], None]:
+def training_step(module: ScoreDVI, optimiser: torch.optim.Optimizer, *, precision: str) -> Callable[[], None]:
     """One optimisation step as Lightning runs it (autocast for mixed precision)."""
-    dtype, device = AUTOCAST[precision], y.device.type
+    dtype, device = AUTOCAST[precision], module.device.type
 
     def step() -> None:
-        module.on_train_batch_start(y, 0)
         with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = module.training_step(y, 0)
+            loss = module.training_step(0, 0)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -125,13 +122,12 @@ def main() -> None:
     for size in args.sizes:
         y = torch.rand(args.batch, 3, size, size, device=args.device)
         timings: dict[str, list[float]] = {c: [] for c in configs}
-        models = {c: build(settings[c], channels=3, priors=priors, device=args.device, batch=args.batch) for c in configs}
+        models = {c: build(settings[c], y, priors=priors, device=args.device) for c in configs}
         flop = {c: args.batch * flop_per_step(training_step(
-            *build(settings[c], channels=3, priors=priors, device=args.device, batch=1), y[:1],
-            precision=args.precision)) for c in configs}
+            *build(settings[c], y[:1], priors=priors, device=args.device), precision=args.precision)) for c in configs}
         for _ in range(2 if args.compare else 1):  # alternate A, B, A, B
             for config in configs:
-                timings[config].append(time_steps(*models[config], y, steps=args.steps, precision=args.precision))
+                timings[config].append(time_steps(*models[config], steps=args.steps, precision=args.precision))
         for config in configs:
             seconds = min(timings[config])
             per_image = seconds * settings[config].steps / args.batch

@@ -8,7 +8,7 @@
 #   PYTHONPATH=. bash benchmarks/gpu_check.sh [CHECK...]   # on the GPU machine (device run, carry data/dev)
 #   PYTHONPATH=. SMOKE=1 bash benchmarks/gpu_check.sh       # on a CPU: tiny sizes, checks that every step runs
 # CHECKs (default: all, in this order):
-#   devset_fast devset speed_bf16 speed_fp32 batched batched_fp32 big_fast channels_last
+#   devset_fast devset speed_bf16 syncs speed_fp32 batched batched_fp32 big_fast channels_last
 set -u
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
@@ -21,7 +21,7 @@ else
   SIZES="64 128 256 512"; SIZE=256; STEPS=10; BATCH=16; HALF=bf16-mixed; DEV_ARGS=""; BIG=""; BIG_ARGS=""
   SIDD=${SIDD:-8}; LIMIT=60; DEVICE=auto
 fi
-CHECKS=" ${*:-devset_fast devset speed_bf16 speed_fp32 batched batched_fp32 big_fast channels_last} "
+CHECKS=" ${*:-devset_fast devset speed_bf16 syncs speed_fp32 batched batched_fp32 big_fast channels_last} "
 step() {  # step NAME SECONDS COMMAND...: run one check (cut to the deadline), output to the console and $OUT/NAME.txt
   local name=$1 limit=$2 left; shift 2
   [[ $CHECKS == *" $name "* ]] || return 0
@@ -43,6 +43,8 @@ step devset $((LIMIT * 3)) python -m dvi evaluate --list "$OUT/sidd.txt" --outpu
   --device $DEVICE --log-every 50 $DEV_ARGS
 # 2. step time by size, bf16 (the default on a GPU) and fp32 (the unaccelerated baseline); CPUs have no fast bf16
 step speed_bf16 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZES --steps $STEPS --precision $HALF
+# where the step loop makes the host wait for the GPU (CUDA sync debug mode over a short real fit)
+step syncs $LIMIT python -m benchmarks.step_syncs --size $SIZE --steps $((STEPS * 3 + 4)) --log-every 10
 step speed_fp32 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision 32-true
 # 3. many images at once: images/s and TFLOP/s
 step batched $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF --batch $BATCH

@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from common.bfdncnn import BFDnCNN
 from common.errors import InputError
 from common.trainer import build_trainer
 from dvi.elbo import Hyperpriors
-from dvi.module import ScoreDVI, single_image_loader
+from dvi.module import ScoreDVI, steps_loader
 from dvi.noise_level import MIN_SIDE, NoiseLevel, analyse_noise
+from dvi.variational import VariationalNets
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,14 @@ class FitResult:
     batch: int = 1
 
 
-def build_module(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: int, seeds: Sequence[int],
+def build_module(settings: FitSettings, priors: Sequence[BFDnCNN], noisy: Tensor, *, seeds: Sequence[int],
                  noises: Sequence[NoiseLevel] | None = None, beta0s: Sequence[float] | None = None,
                  clean: Tensor | None = None) -> ScoreDVI:
-    """The ScoreDVI module for ``settings`` fitting ``len(seeds)`` images (noise levels default to lambda 1)."""
+    """The ScoreDVI module for ``settings`` fitting the images ``noisy`` (B, C, H, W), one seed each
+    (noise levels default to lambda 1)."""
     count = len(seeds)
     beta0s = beta0s or [settings.beta0 or Hyperpriors().beta0] * count
-    return ScoreDVI(priors, channels=channels, seeds=seeds, weights=[n.weight for n in noises] if noises else [1.0] * count,
+    return ScoreDVI(priors, noisy, seeds=seeds, weights=[n.weight for n in noises] if noises else [1.0] * count,
                     hypers=[Hyperpriors(alpha0=settings.alpha0, beta0=b, d=settings.dirichlet) for b in beta0s],
                     deltas=[n.delta for n in noises] if noises else [math.nan] * count,
                     components=settings.components, mc_samples=settings.mc_samples, lr=settings.lr, ema=settings.ema,
@@ -111,20 +114,27 @@ def build_module(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: 
 
 
 def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, *, noises: Sequence[NoiseLevel],
-                beta0s: Sequence[float], seeds: Sequence[int], name: str | None, clean: Tensor | None) -> ScoreDVI:
+                beta0s: Sequence[float], seeds: Sequence[int], name: str | None, clean: Tensor | None,
+                callbacks: Sequence[Callback] = ()) -> ScoreDVI:
     """One Lightning run fitting the images ``noisy`` (B, C, H, W) together."""
     trainer = build_trainer(stage="dvi", name=name, precision=settings.precision, accelerator=settings.accelerator,
                             seed=seeds[0], max_steps=settings.steps, max_epochs=1, enable_checkpointing=False,
                             log_every_n_steps=min(settings.log_every, settings.steps), progress_bar=settings.progress_bar,
-                            num_sanity_val_steps=0, benchmark=True)  # fixed shapes: cuDNN picks its fastest convs once
-    module = build_module(settings, priors, channels=noisy.shape[1], seeds=seeds, noises=noises, beta0s=beta0s,
-                          clean=clean)
+                            num_sanity_val_steps=0, benchmark=True, callbacks=list(callbacks))  # fixed shapes: cuDNN picks its fastest convs once
+    module = build_module(settings, priors, noisy, seeds=seeds, noises=noises, beta0s=beta0s, clean=clean)
     if trainer.logger is not None:
         trainer.logger.log_hyperparams({"delta": noises[0].delta, "lambda": noises[0].weight, "beta0": beta0s[0],
                                         "seed": seeds[0], "images": len(seeds),
                                         "noise_class": noises[0].noise_class.name, "steps": settings.steps})
-    trainer.fit(module, train_dataloaders=single_image_loader(noisy, steps=settings.steps))
+    trainer.fit(module, train_dataloaders=steps_loader(steps=settings.steps))
     return module
+
+
+def variational_nets(settings: FitSettings, *, channels: int) -> VariationalNets:
+    """One image's four variational nets at ``settings``' sizes (freshly initialised)."""
+    return VariationalNets(channels=channels, components=settings.components, unet_base=settings.unet_base,
+                           unet_depth=settings.unet_depth, aux_layers=settings.aux_layers,
+                           aux_features=settings.aux_features)
 
 
 def check_size(noisy: Tensor, settings: FitSettings) -> None:
@@ -137,13 +147,14 @@ def check_size(noisy: Tensor, settings: FitSettings) -> None:
 
 def fit_images(noisy: Sequence[Tensor], priors: Sequence[BFDnCNN], settings: FitSettings = FitSettings(), *,
                clean: Sequence[Tensor] | None = None, name: str | None = None,
-               noise: Sequence[NoiseLevel] | None = None) -> list[FitResult]:
+               noise: Sequence[NoiseLevel] | None = None, callbacks: Sequence[Callback] = ()) -> list[FitResult]:
     """Denoise B same-sized images (C, H, W) in [0,1] concurrently; each fit is independent of the others.
 
     Image b uses seed ``settings.seed`` like a one-image fit, so the results equal B separate calls
     of :func:`fit_image` up to floating-point rounding. Per image: restart once from fresh weights
     (seed + 1) when its mean sigma ends above ``settings.restart_sigma``; a NaN/inf loss retries once
-    with seed + 1, then raises :class:`InputError`. ``noise`` skips the noise-level estimate.
+    with seed + 1, then raises :class:`InputError`. ``noise`` skips the noise-level estimate; ``callbacks``
+    (Lightning callbacks) join every run's Trainer.
     """
     shapes = {tuple(image.shape) for image in noisy}
     if len(shapes) != 1:
@@ -166,7 +177,8 @@ def fit_images(noisy: Sequence[Tensor], priors: Sequence[BFDnCNN], settings: Fit
             module = _train_once(torch.stack([noisy[i] for i in pending]), priors, settings,
                                  noises=[levels[i] for i in pending], beta0s=[beta0s[i] for i in pending],
                                  seeds=[seeds[i] for i in pending], name=attempt,
-                                 clean=None if clean is None else torch.stack([clean[i] for i in pending]))
+                                 clean=None if clean is None else torch.stack([clean[i] for i in pending]),
+                                 callbacks=callbacks)
             finite, mean_sigma = module.finite.cpu().tolist(), module.mean_sigma.tolist()
         except FloatingPointError:
             finite, mean_sigma, module = [False] * len(pending), [math.nan] * len(pending), None
@@ -191,10 +203,11 @@ def fit_images(noisy: Sequence[Tensor], priors: Sequence[BFDnCNN], settings: Fit
 
 
 def fit_image(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings = FitSettings(), *,
-              clean: Tensor | None = None, name: str | None = None, noise: NoiseLevel | None = None) -> FitResult:
+              clean: Tensor | None = None, name: str | None = None, noise: NoiseLevel | None = None,
+              callbacks: Sequence[Callback] = ()) -> FitResult:
     """Denoise ``noisy`` (C, H, W) in [0,1] with K priors; returns the EMA posterior mean and variance."""
     return fit_images([noisy], priors, settings, clean=None if clean is None else [clean], name=name,
-                      noise=None if noise is None else [noise])[0]
+                      noise=None if noise is None else [noise], callbacks=callbacks)[0]
 
 
 def settings_with(settings: FitSettings, **changes: object) -> FitSettings:

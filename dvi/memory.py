@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from common.bfdncnn import BFDnCNN
-from dvi.fit import FitSettings, build_module
+from dvi.fit import FitSettings, build_module, variational_nets
 from dvi.module import standalone
 from dvi.tiling import tile_for_memory
 
@@ -29,25 +29,24 @@ SAFETY = 1.25  # allocator fragmentation and workspace on top of what is counted
 
 @lru_cache(maxsize=16)
 def _saved_bytes_per_pixel(settings: FitSettings, channels: int) -> float:
-    module = standalone(build_module(settings, [BFDnCNN(channels=channels, depth=3, features=8).eval()],
-                                     channels=channels, seeds=[0]), device="cpu")
+    y = torch.rand(1, channels, PROBE_SIDE, PROBE_SIDE)
+    module = standalone(build_module(settings, [BFDnCNN(channels=channels, depth=3, features=8).eval()], y,
+                                     seeds=[0]), device="cpu")
     counted: list[int] = []
 
     def pack(tensor: Tensor) -> Tensor:
         counted.append(tensor.numel() * tensor.element_size())
         return tensor
 
-    y = torch.rand(1, channels, PROBE_SIDE, PROBE_SIDE)
-    module.on_train_batch_start(y, 0)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        module.training_step(y, 0)
+        module.training_step(0, 0)
     return sum(counted) / PROBE_SIDE**2
 
 
 def fit_memory_bytes(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: int, height: int, width: int,
                      images: int = 1) -> float:
     """Estimated peak bytes of fitting ``images`` images of ``channels`` x ``height`` x ``width`` together."""
-    nets = build_module(settings, [], channels=channels, seeds=[0]).nets
+    nets = variational_nets(settings, channels=channels)
     weights = sum(p.numel() for p in nets.parameters()) * 4 * 4  # weight, gradient, two Adam moments
     widest = max((p.shape[0] for prior in priors for p in prior.parameters() if p.dim() == 4), default=64)
     prior_transient = settings.mc_samples * 3 * widest * 4

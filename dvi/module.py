@@ -19,23 +19,27 @@ from dvi.variational import StackedNets, seeded_nets
 NOISE_STREAM = 1_000_003  # offset of the Monte-Carlo noise seed from the initialisation seed
 
 
-class RepeatedImage(Dataset):
-    """The same noisy image(s) (C, H, W) or (B, C, H, W) ``steps`` times: one batch per optimisation step."""
+class FitSteps(Dataset):
+    """The T optimisation steps of a fit, as a dataset of step numbers: one batch per step.
 
-    def __init__(self, image: Tensor, *, steps: int) -> None:
-        self.image, self.steps = image, steps
+    The noisy images themselves live on the module (:class:`ScoreDVI`'s ``noisy`` buffer), moved to the
+    device once, so a step carries no image from the host (on a GPU a per-step copy of a pageable
+    host tensor would also make the host wait for the device).
+    """
+
+    def __init__(self, *, steps: int) -> None:
+        self.steps = steps
 
     def __len__(self) -> int:
         return self.steps
 
-    def __getitem__(self, index: int) -> Tensor:
-        return self.image
+    def __getitem__(self, index: int) -> int:
+        return index
 
 
-def single_image_loader(image: Tensor, *, steps: int) -> DataLoader:
-    """A DataLoader yielding the image(s) as one (B, C, H, W) batch ``steps`` times (B = 1 for (C, H, W))."""
-    images = image if image.dim() == 4 else image.unsqueeze(0)
-    return DataLoader(RepeatedImage(images, steps=steps), batch_size=None, shuffle=False, num_workers=0)
+def steps_loader(*, steps: int) -> DataLoader:
+    """A DataLoader yielding the step numbers 0 .. ``steps`` - 1, one per batch."""
+    return DataLoader(FitSteps(steps=steps), batch_size=None, shuffle=False, num_workers=0)
 
 
 def pad_to_multiple(y: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
@@ -56,9 +60,10 @@ class ScoreDVI(L.LightningModule):
     """Per-image variational inference with K score priors, for B same-sized images at once.
 
     Args:
+        noisy: the B noisy images (B, C, H, W) in [0,1], fitted together (a buffer: moved to the device once).
         priors: K frozen BF-DnCNNs (component k uses ``priors[k % len(priors)]``); folded to
             plain conv/ReLU stacks, so they have no train/eval state and take no gradients.
-        seeds: one per image (B = len(seeds)); image b's nets are initialised from
+        seeds: one per image; image b's nets are initialised from
             ``torch.manual_seed(seeds[b])`` and its Monte-Carlo noise comes from its own generator,
             so a batch of B fits computes what B one-image fits with those seeds compute.
         weights: lambda(y) per image. hypers: alpha0, beta0, d per image. deltas: per image, logged.
@@ -73,8 +78,8 @@ class ScoreDVI(L.LightningModule):
     def __init__(
         self,
         priors: Sequence[BFDnCNN],
+        noisy: Tensor,
         *,
-        channels: int = 3,
         seeds: Sequence[int] = (0,),
         weights: Sequence[float] = (1.0,),
         hypers: Sequence[Hyperpriors] = (Hyperpriors(),),
@@ -94,14 +99,15 @@ class ScoreDVI(L.LightningModule):
         clean: Tensor | None = None,
     ) -> None:
         super().__init__()
-        if not len(seeds) == len(weights) == len(hypers) == len(deltas):
-            raise ValueError(f"seeds, weights, hypers and deltas need one entry per image, got "
+        if not len(noisy) == len(seeds) == len(weights) == len(hypers) == len(deltas):
+            raise ValueError(f"seeds, weights, hypers and deltas need one entry per image ({len(noisy)}), got "
                              f"{len(seeds)}, {len(weights)}, {len(hypers)}, {len(deltas)}")
-        self.save_hyperparameters(ignore=["priors", "clean", "hypers"])
+        self.save_hyperparameters(ignore=["priors", "noisy", "clean", "hypers"])
         self.seeds, self.weights, self.hypers, self.deltas = list(seeds), list(weights), list(hypers), list(deltas)
         self.priors = nn.ModuleList(prior.folded().requires_grad_(False) for prior in priors)
-        self.nets = StackedNets(seeded_nets(self.seeds, channels=channels, components=components, unet_base=unet_base,
+        self.nets = StackedNets(seeded_nets(self.seeds, channels=noisy.shape[1], components=components, unet_base=unet_base,
                                             unet_depth=unet_depth, aux_layers=aux_layers, aux_features=aux_features))
+        self.register_buffer("noisy", noisy, persistent=False)
         self.register_buffer("clean", clean, persistent=False)
         # per-image lambda and hyperparameters on the device, so the loss needs no host-to-device copy per step
         stacked = Hyperpriors.stack(self.hypers)
@@ -124,7 +130,9 @@ class ScoreDVI(L.LightningModule):
         # each image's Monte-Carlo noise: its own stream, on the device, apart from the init stream
         self.generators = [torch.Generator(device=self.device).manual_seed(seed + NOISE_STREAM) for seed in self.seeds]
 
-    def training_step(self, y: Tensor, batch_idx: int) -> Tensor:
+    def training_step(self, step: int, batch_idx: int) -> Tensor:
+        """One step of the fit of all B images (``step``, the batch, is only the step number)."""
+        y = self.noisy
         padded, (height, width) = pad_to_multiple(y, 2 ** self.hparams.unet_depth)
         out = {key: full_precision(value[..., :height, :width]) for key, value in self(padded).items()}
         surrogate = expected_log_prior_surrogate(out["mu"], out["log_var"], self.priors,
@@ -148,16 +156,12 @@ class ScoreDVI(L.LightningModule):
         mean = (pi * out["mu"]).sum(1)
         var = (pi.square() * out["log_var"].exp()).sum(1)
         if self.mean_ema is None:
-            self.mean_ema, self.var_ema = self._initial_mean, var
+            self.mean_ema, self.var_ema = full_precision(self.noisy), var
         a = self.hparams.ema
         self.mean_ema = a * self.mean_ema + (1 - a) * mean
         self.var_ema = a * self.var_ema + (1 - a) * var
         self.mean_sigma_t = (0.5 * out["log_var"]).exp().flatten(1).mean(1)
         self.last_components = {"mu": out["mu"].detach(), "pi": pi.detach()}
-
-    def on_train_batch_start(self, y: Tensor, batch_idx: int) -> None:
-        if self.mean_ema is None:
-            self._initial_mean = full_precision(y).clone()
 
     def _log_step(self, terms: LossTerms, y: Tensor, out: dict[str, Tensor]) -> None:
         """Scalars averaged over the B images (B = 1: the image's own values)."""

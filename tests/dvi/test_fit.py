@@ -5,6 +5,7 @@ import torch
 from common.metrics import psnr
 from common.prior_files import load_prior
 from dvi.fit import FitSettings, fit_image
+from dvi.module import ScoreDVI
 from dvi.noise_level import analyse_noise, auto_beta0
 from tests.conftest import smooth_image
 
@@ -52,3 +53,20 @@ def test_grayscale_image_with_grayscale_prior(tiny_priors):
     clean, noisy = noisy_pair(seed=9, channels=1)
     result = fit_image(noisy, [prior], FitSettings(**{**SMALL.__dict__, "steps": 3, "restart_sigma": 10.0}))
     assert result.denoised.shape == (1, 64, 64) and result.variance.shape == (1, 64, 64)
+
+
+def test_steps_carry_no_image_the_images_are_a_module_buffer(tiny_priors, monkeypatch):
+    """Each step's batch is only its number: the noisy image is a buffer of the module, moved to the device
+    with it once (a per-step copy from the host would make the host wait for a GPU every step)."""
+    prior, _ = load_prior(tiny_priors[3], channels=3)
+    _, noisy = noisy_pair(seed=3)
+    seen, real = [], ScoreDVI.training_step
+
+    def spy(self, step, batch_idx):
+        seen.append((step, self.noisy.data_ptr(), torch.equal(self.noisy[0], noisy)))
+        return real(self, step, batch_idx)
+
+    monkeypatch.setattr(ScoreDVI, "training_step", spy)
+    fit_image(noisy, [prior], FitSettings(**{**SMALL.__dict__, "steps": 3}))
+    assert [step for step, _, _ in seen] == [0, 1, 2]
+    assert len({pointer for _, pointer, _ in seen}) == 1 and all(same for _, _, same in seen)

@@ -25,7 +25,7 @@ def record_fits(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     calls, real = [], dvi.large.fit_images
 
     def recording(images, *args, noise=None, **kwargs):
-        calls.append({"shapes": [tuple(x.shape) for x in images], "noise": noise})
+        calls.append({"shapes": [tuple(x.shape) for x in images], "noise": noise, "image_every": args[1].image_every})
         return real(images, *args, noise=noise, **kwargs)
 
     monkeypatch.setattr(dvi.large, "fit_images", recording)
@@ -41,7 +41,7 @@ def test_tiled_fit_shares_one_noise_estimate_and_covers_the_image(tiny_priors, m
     prior, _ = load_prior(tiny_priors[3], channels=3)
     image = noisy_image(100, 130)
     calls = record_fits(monkeypatch)
-    settings = dataclasses.replace(SMALL, steps=2)
+    settings = dataclasses.replace(SMALL, steps=2, image_every=1)
     result = fit_tiled(image, [prior], settings, Budget(tile=64, overlap=16, batch=2), progress=False)
     tiles = plan_tiles(100, 130, tile=64, overlap=16)
     assert sum(len(c["shapes"]) for c in calls) == len(tiles) == 6
@@ -51,6 +51,7 @@ def test_tiled_fit_shares_one_noise_estimate_and_covers_the_image(tiny_priors, m
     assert result.denoised.shape == image.shape == result.variance.shape
     assert torch.isfinite(result.denoised).all() and (result.variance > 0).all()
     assert result.component_means.numel() == 0  # components are not matched across tiles
+    assert all(c["image_every"] == 0 for c in calls)  # tiles log scalars, no images
 
 
 def test_image_within_one_tile_is_fitted_whole(tiny_priors, monkeypatch):
