@@ -133,6 +133,7 @@ class ScoreDVI(L.LightningModule):
     def training_step(self, step: int, batch_idx: int) -> Tensor:
         """One step of the fit of all B images (``step``, the batch, is only the step number)."""
         y = self.noisy
+        self._priors_in_autocast_dtype()
         padded, (height, width) = pad_to_multiple(y, 2 ** self.hparams.unet_depth)
         out = {key: full_precision(value[..., :height, :width]) for key, value in self(padded).items()}
         surrogate = expected_log_prior_surrogate(out["mu"], out["log_var"], self.priors,
@@ -148,6 +149,16 @@ class ScoreDVI(L.LightningModule):
         if step % self.hparams.log_every == 0:
             self._log_step(terms, y, out)
         return totals.sum()
+
+    def _priors_in_autocast_dtype(self) -> None:
+        """Under autocast, store the frozen priors in its dtype (once): autocast would otherwise cast every
+        prior weight again at every step (60 casts per step for K = 3), to the same values."""
+        device = self.noisy.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+            first = next(self.priors.parameters(), None)
+            if first is not None and first.dtype != dtype:
+                self.priors.to(dtype)
 
     @torch.no_grad()
     def _update_output(self, out: dict[str, Tensor]) -> None:

@@ -7,7 +7,7 @@ import torch
 
 import dvi.module
 from common.prior_files import load_prior
-from dvi.fit import fit_image, fit_images
+from dvi.fit import build_module, fit_image, fit_images
 from dvi.score import expected_log_prior_surrogate
 from dvi.variational import StackedNets, seeded_nets
 from tests.dvi.test_fit import SMALL, noisy_pair
@@ -125,3 +125,25 @@ def test_stacked_batch_norm_running_statistics_are_each_images_own():
         for name, buffer in net.named_buffers():
             torch.testing.assert_close(getattr(stacked, f"stacked_buffer__{name.replace('.', '__')}")[b], buffer)
 
+
+
+def test_priors_are_stored_in_the_autocast_dtype_with_the_same_result(tiny_priors, monkeypatch):
+    """Under bf16 autocast the first step casts the frozen priors to bf16 once; the step's loss and
+    gradients equal those of autocast casting the float32 weights at every call."""
+    prior, _ = load_prior(tiny_priors[3], channels=3)
+    y = torch.rand(2, 3, 32, 32)
+
+    def one_step(keep_float32: bool) -> tuple[torch.Tensor, list[torch.Tensor], torch.dtype]:
+        module = dvi.module.standalone(build_module(SMALL, [prior, prior], y, seeds=[0, 1]), device="cpu")
+        if keep_float32:
+            monkeypatch.setattr(module, "_priors_in_autocast_dtype", lambda: None)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            loss = module.training_step(0, 0)
+        loss.backward()
+        return loss.detach(), [p.grad for p in module.nets.parameters()], next(module.priors.parameters()).dtype
+
+    cast_once, per_call = one_step(False), one_step(True)
+    assert cast_once[2] == torch.bfloat16 and per_call[2] == torch.float32
+    torch.testing.assert_close(cast_once[0], per_call[0], rtol=0, atol=0)
+    for a, b in zip(cast_once[1], per_call[1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
