@@ -1,4 +1,5 @@
-"""Stage-2 speed: ms per ScoreDVI step and s per image (x steps) by image size, peak memory.
+"""Stage-2 speed: ms per ScoreDVI step and s per image (x steps) by image size, peak memory, and the
+kernel-launching operators per step (what bounds small images on a GPU).
 
 Runs the real training step of :class:`dvi.module.ScoreDVI` (forward of the four nets, K prior
 calls on M samples, ELBO, backward, Adam) in a plain loop on a synthetic noisy image; prior weights
@@ -17,10 +18,12 @@ import dataclasses
 import platform
 import resource
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.timing import seconds_per_step
@@ -89,6 +92,33 @@ def flop_per_step(step: Callable[[], None]) -> float:
     return float(counter.get_total_flops())
 
 
+# operators that only make a view or read metadata: no kernel runs for them on a GPU
+VIEW_OPS = frozenset({"view", "_unsafe_view", "permute", "squeeze", "unsqueeze", "detach", "transpose", "as_strided",
+                      "expand", "slice", "select", "alias", "t", "unbind", "split", "split_with_sizes", "empty",
+                      "lift_fresh", "promote_types", "_local_scalar_dense", "_reshape_alias", "unfold"})
+
+
+class OperatorCounter(TorchDispatchMode):
+    """Counts the ATen operators dispatched, apart from :data:`VIEW_OPS`: about one kernel launch each on a GPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func.overloadpacket.__name__ not in VIEW_OPS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operators_per_step(step: Callable[[], None]) -> int:
+    """Kernel-launching operators of one step (forward, backward, optimiser): what bounds a GPU step
+    when the images are small and the host cannot launch kernels as fast as the GPU runs them."""
+    with OperatorCounter() as counter:
+        step()
+    return counter.count
+
+
 def peak_memory_mb(device: str) -> float:
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -117,7 +147,7 @@ def main() -> None:
              f"({torch.cuda.get_device_name() if args.device == 'cuda' else platform.machine()}, "
              f"{torch.get_num_threads()} threads), {args.precision}, torch {torch.__version__}")
     table = Table(title=title)
-    for column in ("size", "settings", "batch", "ms/step", "s/image", "images/s", "TFLOP/s", "peak MB"):
+    for column in ("size", "settings", "batch", "ms/step", "s/image", "images/s", "TFLOP/s", "ops/step", "peak MB"):
         table.add_column(column, justify="right")
     for size in args.sizes:
         y = torch.rand(args.batch, 3, size, size, device=args.device)
@@ -128,15 +158,17 @@ def main() -> None:
         for _ in range(2 if args.compare else 1):  # alternate A, B, A, B
             for config in configs:
                 timings[config].append(time_steps(*models[config], steps=args.steps, precision=args.precision))
+        # counted after the timed steps: the first step also creates the optimiser state and casts the priors
+        operators = {c: operators_per_step(training_step(*models[c], precision=args.precision)) for c in configs}
         for config in configs:
             seconds = min(timings[config])
             per_image = seconds * settings[config].steps / args.batch
             table.add_row(str(size), config or "default", str(args.batch), f"{1000 * seconds:.0f}", f"{per_image:.1f}",
-                          f"{1 / per_image:.3f}", f"{flop[config] / seconds / 1e12:.2f}",
+                          f"{1 / per_image:.3f}", f"{flop[config] / seconds / 1e12:.2f}", str(operators[config]),
                           f"{peak_memory_mb(args.device):.0f}")
         if args.compare:
             a, b = (min(timings[c]) for c in configs)
-            table.add_row(str(size), "ratio B/A", "", f"{b / a:.3f}", "", "", "", "")
+            table.add_row(str(size), "ratio B/A", "", f"{b / a:.3f}", "", "", "", "", "")
     Console().print(table)
 
 
