@@ -76,7 +76,8 @@ def main() -> None:
     finally:
         warnings.showwarning = shown
     if not torch.cuda.is_available():
-        print("no CUDA device: the fit ran on the CPU, where there is nothing to wait for (sync debug mode is CUDA-only)")
+        print("no CUDA device: the fit ran on the CPU, where there is nothing to wait for "
+              "(sync debug mode is CUDA-only)")
     per_step = collections.Counter(step for step, _, _ in recorder.syncs)
     watched = args.steps - recorder.start
     logging = sum(1 for s in range(recorder.start, args.steps) if s % args.log_every == 0)

@@ -105,8 +105,9 @@ class ScoreDVI(L.LightningModule):
         self.save_hyperparameters(ignore=["priors", "noisy", "clean", "hypers"])
         self.seeds, self.weights, self.hypers, self.deltas = list(seeds), list(weights), list(hypers), list(deltas)
         self.priors = nn.ModuleList(prior.folded().requires_grad_(False) for prior in priors)
-        self.nets = StackedNets(seeded_nets(self.seeds, channels=noisy.shape[1], components=components, unet_base=unet_base,
-                                            unet_depth=unet_depth, aux_layers=aux_layers, aux_features=aux_features))
+        self.nets = StackedNets(seeded_nets(self.seeds, channels=noisy.shape[1], components=components,
+                                            unet_base=unet_base, unet_depth=unet_depth, aux_layers=aux_layers,
+                                            aux_features=aux_features))
         self.register_buffer("noisy", noisy, persistent=False)
         self.register_buffer("clean", clean, persistent=False)
         # per-image lambda and hyperparameters on the device, so the loss needs no host-to-device copy per step
@@ -130,16 +131,17 @@ class ScoreDVI(L.LightningModule):
         # each image's Monte-Carlo noise: its own stream, on the device, apart from the init stream
         self.generators = [torch.Generator(device=self.device).manual_seed(seed + NOISE_STREAM) for seed in self.seeds]
 
-    def training_step(self, step: int, batch_idx: int) -> Tensor:
-        """One step of the fit of all B images (``step``, the batch, is only the step number)."""
+    def training_step(self, batch: int, batch_idx: int) -> Tensor:
+        """One step of the fit of all B images (``batch`` is only the step number: the images are ``noisy``)."""
         y = self.noisy
         self._priors_in_autocast_dtype()
         padded, (height, width) = pad_to_multiple(y, 2 ** self.hparams.unet_depth)
         out = {key: full_precision(value[..., :height, :width]) for key, value in self(padded).items()}
         surrogate = expected_log_prior_surrogate(out["mu"], out["log_var"], self.priors,
                                                  samples=self.hparams.mc_samples, generators=self.generators)
+        hyper = Hyperpriors(alpha0=self.hyper_alpha0, beta0=self.hyper_beta0, d=self.hyper_dirichlet)
         terms = negative_elbo(y=full_precision(y), **out, expected_log_prior=surrogate, weight=self.hyper_weight,
-                              hyper=Hyperpriors(alpha0=self.hyper_alpha0, beta0=self.hyper_beta0, d=self.hyper_dirichlet))
+                              hyper=hyper)
         totals = terms.total
         self.finite &= torch.isfinite(totals)
         step = self.global_step

@@ -89,7 +89,8 @@ def test_total_combines_terms_with_prior_weight():
 def test_a_batch_with_per_image_hyperparameters_equals_separate_images():
     """N images in one call, each with its own lambda, alpha0, beta0 and d, give what N one-image calls give."""
     n = 3
-    maps = dict(mu=torch.randn(n, K, C, H, W, dtype=torch.float64), log_var=torch.randn(n, K, C, H, W, dtype=torch.float64),
+    maps = dict(mu=torch.randn(n, K, C, H, W, dtype=torch.float64),
+                log_var=torch.randn(n, K, C, H, W, dtype=torch.float64),
                 pi=torch.softmax(torch.randn(n, K, C, H, W, dtype=torch.float64), dim=1),
                 log_alpha=torch.randn(n, K, C, H, W, dtype=torch.float64),
                 log_beta=torch.randn(n, K, C, H, W, dtype=torch.float64), d_hat=positive(n, K, C, H, W),
