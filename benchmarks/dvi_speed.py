@@ -9,6 +9,7 @@ do not change the cost, so untrained 20-layer BF-DnCNNs stand in when --priors i
     python -m benchmarks.dvi_speed --sizes 64 128 --steps 3
     python -m benchmarks.dvi_speed --sizes 256 --compare mc_samples=5 mc_samples=2
     python -m benchmarks.dvi_speed --sizes 256 --batch 8 --precision bf16-mixed   # many images at once (GPU)
+    python -m benchmarks.dvi_speed --sizes 1008 --preset fast --profile 3   # one big tile, where the time goes
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import dataclasses
 import platform
 import resource
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.timing import seconds_per_step
 from common.bfdncnn import BFDnCNN
 from common.prior_files import load_priors
-from dvi.fit import FitSettings, build_module
+from dvi.fit import FitSettings, Preset, build_module
 from dvi.module import ScoreDVI, standalone
 
 AUTOCAST = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -119,6 +121,28 @@ def operators_per_step(step: Callable[[], None]) -> int:
     return counter.count
 
 
+def profile_steps(step: Callable[[], None], *, device: str, steps: int) -> None:
+    """Print where ``steps`` steps spend their time (torch.profiler; on a GPU, kernel time against wall time)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    step()
+    with torch.profiler.profile(activities=activities) as profiler:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    events = profiler.key_averages()
+    key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(events.table(sort_by=key, row_limit=20))
+    if device == "cuda":
+        busy = sum(e.self_device_time_total for e in events) / 1e6
+        print(f"{steps} steps: {wall / steps * 1000:.1f} ms per step wall (under the profiler), kernels busy "
+              f"{busy / steps * 1000:.1f} ms per step ({100 * busy / wall:.0f}% of the wall time)")
+
+
 def peak_memory_mb(device: str) -> float:
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -133,6 +157,10 @@ def main() -> None:
     parser.add_argument("--precision", choices=list(AUTOCAST), default="32-true")
     parser.add_argument("--batch", type=int, default=1, help="images fitted concurrently (B)")
     parser.add_argument("--priors", nargs="+", default=None, help="prior files (default: untrained 20-layer nets)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="then profile N steps of the last size (torch.profiler) and print where the time goes")
+    parser.add_argument("--preset", choices=[p.value for p in Preset], default=Preset.REFERENCE.value,
+                        help="the settings --settings and --compare start from")
     parser.add_argument("--settings", default="", help="FitSettings overrides, e.g. mc_samples=2,unet_base=32")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                         help="two override strings timed alternately; prints B/A")
@@ -142,7 +170,8 @@ def main() -> None:
     priors = (load_priors(args.priors, channels=3) if args.priors else
               [BFDnCNN(channels=3).eval() for _ in range(FitSettings().components)])
     configs = [args.settings] if args.compare is None else list(args.compare)
-    settings = {c: dataclasses.replace(FitSettings(), **parse_overrides(c)) for c in configs}
+    base = Preset(args.preset).settings
+    settings = {c: dataclasses.replace(base, **parse_overrides(c)) for c in configs}
     title = (f"ScoreDVI step time on {args.device} "
              f"({torch.cuda.get_device_name() if args.device == 'cuda' else platform.machine()}, "
              f"{torch.get_num_threads()} threads), {args.precision}, torch {torch.__version__}")
@@ -170,6 +199,10 @@ def main() -> None:
             a, b = (min(timings[c]) for c in configs)
             table.add_row(str(size), "ratio B/A", "", f"{b / a:.3f}", "", "", "", "", "")
     Console().print(table)
+    if args.profile:
+        config = configs[-1]
+        print(f"profile: {args.sizes[-1]} px, {config or 'default'} ({args.preset} preset), batch {args.batch}")
+        profile_steps(training_step(*models[config], precision=args.precision), device=args.device, steps=args.profile)
 
 
 if __name__ == "__main__":

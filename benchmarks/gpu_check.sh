@@ -8,20 +8,20 @@
 #   PYTHONPATH=. bash benchmarks/gpu_check.sh [CHECK...]   # on the GPU machine (device run, carry data/dev)
 #   PYTHONPATH=. SMOKE=1 bash benchmarks/gpu_check.sh       # on a CPU: tiny sizes, checks that every step runs
 # CHECKs (default: all, in this order):
-#   devset_fast devset speed_bf16 syncs speed_fp32 batched batched_fp32 big_fast channels_last
+#   devset_fast devset speed_bf16 syncs speed_fp32 batched batched_fp32 tile_profile big_fast channels_last
 set -u
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
 export PYTHONPATH=${PYTHONPATH:-.}
 DEADLINE_AT=${DEADLINE_AT:-$(($(date +%s) + 540))}
 if [ "${SMOKE:-0}" = 1 ]; then
-  SIZES="64"; SIZE=64; STEPS=1; BATCH=2; HALF=32-true; DEV_ARGS="--limit 2 --crop 64 --steps 2"; BIG=160
+  SIZES="64"; SIZE=64; STEPS=1; BATCH=2; HALF=32-true; DEV_ARGS="--limit 2 --crop 64 --steps 2"; BIG=160; TILE=64
   BIG_ARGS="--steps 2"; SIDD=2; LIMIT=600; DEVICE=cpu
 else
-  SIZES="64 128 256 512"; SIZE=256; STEPS=10; BATCH=16; HALF=bf16-mixed; DEV_ARGS=""; BIG=""; BIG_ARGS=""
+  SIZES="64 128 256 512"; SIZE=256; STEPS=10; BATCH=16; HALF=bf16-mixed; DEV_ARGS=""; BIG=""; BIG_ARGS=""; TILE=1008
   SIDD=${SIDD:-8}; LIMIT=60; DEVICE=auto
 fi
-CHECKS=" ${*:-devset_fast devset speed_bf16 syncs speed_fp32 batched batched_fp32 big_fast channels_last} "
+CHECKS=" ${*:-devset_fast devset speed_bf16 syncs speed_fp32 batched batched_fp32 tile_profile big_fast channels_last} "
 step() {  # step NAME SECONDS COMMAND...: run one check (cut to the deadline), output to the console and $OUT/NAME.txt
   local name=$1 limit=$2 left; shift 2
   [[ $CHECKS == *" $name "* ]] || return 0
@@ -49,7 +49,11 @@ step speed_fp32 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STE
 # 3. many images at once: images/s and TFLOP/s
 step batched $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF --batch $BATCH
 step batched_fp32 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision 32-true --batch $BATCH
-# 4. a 4000x3000 photo (or BIG x BIG in smoke mode) with the fast preset, tiled from a 16 GB budget
+# 4. one tile of the big photo's size with the fast preset, outside Lightning: its step time, and a profile of
+#    where it goes (a tile took ~19 s inside the tiled fit on 2026-11-27, about 5x its arithmetic)
+step tile_profile $LIMIT python -m benchmarks.dvi_speed --sizes $TILE --preset fast --steps $STEPS --precision $HALF \
+  --profile 3
+# 5. a 4000x3000 photo (or BIG x BIG in smoke mode) with the fast preset, tiled from a 16 GB budget
 SIDE_H=${BIG:-3000}; SIDE_W=${BIG:-4000}
 if [[ $CHECKS == *" big_fast "* ]]; then
 python - "$OUT/big_noisy.png" "$OUT/big_clean.png" "$SIDE_H" "$SIDE_W" <<'PY'
@@ -65,7 +69,7 @@ PY
 fi
 step big_fast $((LIMIT * 3)) python -m dvi denoise --image "$OUT/big_noisy.png" --clean "$OUT/big_clean.png" \
   --output "$OUT/big_denoised.png" --preset fast --max-memory 16 --device $DEVICE --log-every 50 $BIG_ARGS
-# 5. what channels_last buys, alternating in one process
+# 6. what channels_last buys, alternating in one process
 step channels_last $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF \
   --compare channels_last=false channels_last=true
 echo "results in $OUT"
