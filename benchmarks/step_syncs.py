@@ -4,7 +4,7 @@ Runs a short real fit (Lightning Trainer, default configuration unless overridde
 image with ``torch.cuda.set_sync_debug_mode("warn")`` switched on from the third step to the end of
 training, records the Python stack of every synchronising call, and prints how many there were per
 step and where they come from (innermost frame in this repository, and in Lightning/torch).
-A step loop that never waits should show syncs only on logging steps (every ``--log-every``).
+A step loop that never waits should show syncs only on logging steps (steps 9, 19, ... for ``--log-every 10``).
 
     python -m benchmarks.step_syncs --size 128 --steps 30 --log-every 10
 """
@@ -80,7 +80,7 @@ def main() -> None:
               "(sync debug mode is CUDA-only)")
     per_step = collections.Counter(step for step, _, _ in recorder.syncs)
     watched = args.steps - recorder.start
-    logging = sum(1 for s in range(recorder.start, args.steps) if s % args.log_every == 0)
+    logging = sum(1 for s in range(recorder.start, args.steps) if (s + 1) % args.log_every == 0)
     print(f"{len(recorder.syncs)} synchronisations in {watched} steps ({logging} of them logging steps); "
           f"steps with any: {sorted(per_step)}")
     table = Table(title="where the host waits (innermost frame here / in a library)")

@@ -39,7 +39,8 @@ def per_image(value: float | Tensor, like: Tensor) -> Tensor:
     """``value`` broadcastable against maps (N, K, C, H, W) like ``like``: a 0-dim tensor for a number
     (made on the device by a fill, no host-to-device copy), (N, 1, 1, 1, 1) for N per-image values."""
     if isinstance(value, Tensor):
-        return value.to(like.dtype).reshape(-1, 1, 1, 1, 1) if value.dim() else value.to(like.dtype)
+        value = value.to(like.device, like.dtype)  # no copy when it is there already (the module's buffers)
+        return value.reshape(-1, 1, 1, 1, 1) if value.dim() else value
     return torch.full((), value, dtype=like.dtype, device=like.device)
 
 

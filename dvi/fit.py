@@ -111,7 +111,7 @@ def build_module(settings: FitSettings, priors: Sequence[BFDnCNN], noisy: Tensor
                     components=settings.components, mc_samples=settings.mc_samples, lr=settings.lr, ema=settings.ema,
                     unet_base=settings.unet_base, unet_depth=settings.unet_depth, aux_layers=settings.aux_layers,
                     aux_features=settings.aux_features, image_every=settings.image_every,
-                    log_every=settings.log_every, channels_last=settings.channels_last, clean=clean)
+                    log_every=min(settings.log_every, settings.steps), channels_last=settings.channels_last, clean=clean)
 
 
 def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, *, noises: Sequence[NoiseLevel],
@@ -133,9 +133,10 @@ def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings,
 
 def variational_nets(settings: FitSettings, *, channels: int) -> VariationalNets:
     """One image's four variational nets at ``settings``' sizes (freshly initialised)."""
-    return VariationalNets(channels=channels, components=settings.components, unet_base=settings.unet_base,
-                           unet_depth=settings.unet_depth, aux_layers=settings.aux_layers,
-                           aux_features=settings.aux_features)
+    with torch.random.fork_rng(devices=[]):  # the global random state stays untouched
+        return VariationalNets(channels=channels, components=settings.components, unet_base=settings.unet_base,
+                               unet_depth=settings.unet_depth, aux_layers=settings.aux_layers,
+                               aux_features=settings.aux_features)
 
 
 def check_size(noisy: Tensor, settings: FitSettings) -> None:

@@ -69,7 +69,9 @@ class ScoreDVI(L.LightningModule):
         weights: lambda(y) per image. hypers: alpha0, beta0, d per image. deltas: per image, logged.
         components: K. mc_samples: M samples per component and step. ema: weight of the old
         average in the output EMA. unet_base, unet_depth, aux_layers, aux_features: network sizes.
-        log_every: scalars are logged every this many steps (each log waits for the device).
+        log_every: scalars are logged every this many steps, on the steps Lightning writes them (set the
+            Trainer's ``log_every_n_steps`` to the same value); each log waits for the device.
+        image_every: TensorBoard images every this many steps (0: none).
         check_every: every this many steps the fit stops if no image's loss is finite any more.
         channels_last: run the priors (most of the work) in NHWC memory layout.
     Images are in [0,1]. The nets stay in training mode (batch norm on the one image), as in the reference.
@@ -110,10 +112,12 @@ class ScoreDVI(L.LightningModule):
                                             aux_features=aux_features))
         self.register_buffer("noisy", noisy, persistent=False)
         self.register_buffer("clean", clean, persistent=False)
-        # per-image lambda and hyperparameters on the device, so the loss needs no host-to-device copy per step
-        stacked = Hyperpriors.stack(self.hypers)
-        for name, value in (("weight", torch.tensor(self.weights)), ("alpha0", stacked.alpha0),
-                            ("beta0", stacked.beta0), ("dirichlet", stacked.d)):
+        # per-image lambda, hyperparameters and delta on the device, so neither the loss nor the logging needs a
+        # host-to-device copy; float64 here (exact), the nets' dtype from on_fit_start
+        stacked = Hyperpriors.stack(self.hypers, dtype=torch.float64)
+        for name, value in (("weight", torch.tensor(self.weights, dtype=torch.float64)), ("alpha0", stacked.alpha0),
+                            ("beta0", stacked.beta0), ("dirichlet", stacked.d),
+                            ("delta", torch.tensor(self.deltas, dtype=torch.float64))):
             self.register_buffer(f"hyper_{name}", value, persistent=False)
         self.register_buffer("finite", torch.ones(len(self.seeds), dtype=torch.bool), persistent=False)
         self.generators: list[torch.Generator] = []
@@ -126,6 +130,9 @@ class ScoreDVI(L.LightningModule):
         return self.nets(y)
 
     def on_fit_start(self) -> None:
+        dtype = next(self.nets.parameters()).dtype  # float64 under "64-true", else float32
+        for name in ("weight", "alpha0", "beta0", "dirichlet", "delta"):
+            setattr(self, f"hyper_{name}", getattr(self, f"hyper_{name}").to(dtype))
         if self.hparams.channels_last:  # NHWC convolutions: faster on CPUs (oneDNN) and GPUs (tensor cores)
             self.priors.to(memory_format=torch.channels_last)
         # each image's Monte-Carlo noise: its own stream, on the device, apart from the init stream
@@ -148,8 +155,11 @@ class ScoreDVI(L.LightningModule):
         if (step + 1) % self.hparams.check_every == 0 and not bool(self.finite.any()):
             raise FloatingPointError(f"the loss became {totals.tolist()} by step {step}")
         self._update_output(out)
-        if step % self.hparams.log_every == 0:
-            self._log_step(terms, y, out)
+        # on the steps Lightning writes its logs ((step + 1) % log_every_n_steps == 0), so what it writes is fresh
+        if (step + 1) % self.hparams.log_every == 0:
+            self._log_step(terms)
+        if self.hparams.image_every and (step + 1) % self.hparams.image_every == 0:
+            self._log_images(y, out)
         return totals.sum()
 
     def _priors_in_autocast_dtype(self) -> None:
@@ -176,21 +186,19 @@ class ScoreDVI(L.LightningModule):
         self.mean_sigma_t = (0.5 * out["log_var"]).exp().flatten(1).mean(1)
         self.last_components = {"mu": out["mu"].detach(), "pi": pi.detach()}
 
-    def _log_step(self, terms: LossTerms, y: Tensor, out: dict[str, Tensor]) -> None:
+    def _log_step(self, terms: LossTerms) -> None:
         """Scalars averaged over the B images (B = 1: the image's own values)."""
         def mean(name: str) -> Tensor:
             return getattr(terms, name).mean()
 
         values = {"loss/total": mean("total"), "loss/L1": mean("l1"), "loss/L2_closed": mean("l2_closed"),
                   "loss/L3": mean("l3"), "loss/L4": mean("l4"), "loss/L5": mean("l5"),
-                  "fit/mean_sigma": self.mean_sigma_t.mean(), "fit/lambda": sum(self.weights) / len(self.weights),
-                  "fit/delta": sum(self.deltas) / len(self.deltas)}
+                  "fit/mean_sigma": self.mean_sigma_t.mean(), "fit/lambda": self.hyper_weight.mean(),
+                  "fit/delta": self.hyper_delta.mean()}
         if self.clean is not None:
             mse = (self.mean_ema.clamp(0, 1) - self.clean).square().flatten(1).mean(1)
             values["fit/psnr"] = (-10 * torch.log10(mse.clamp_min(1e-12))).mean()
         self.log_dict(values, on_step=True, on_epoch=False, batch_size=1)
-        if self.hparams.image_every and self.global_step % self.hparams.image_every == 0:
-            self._log_images(y, out)
 
     def _log_images(self, y: Tensor, out: dict[str, Tensor]) -> None:
         experiment = getattr(self.logger, "experiment", None)

@@ -8,6 +8,7 @@ import torch
 import dvi.module
 from common.prior_files import load_prior
 from dvi.fit import build_module, fit_image, fit_images
+from dvi.noise_level import NoiseClass, NoiseLevel
 from dvi.score import expected_log_prior_surrogate
 from dvi.variational import StackedNets, seeded_nets
 from tests.dvi.test_fit import SMALL, noisy_pair
@@ -59,14 +60,20 @@ def test_batched_surrogate_gradient_equals_per_image_gradient():
         torch.testing.assert_close(g_lv[b], a_lv[b])
 
 
-def test_batched_fit_equals_sequential_fits(tiny_priors):
+# explicit noise levels far apart: each image's lambda and beta0 must reach its own loss
+DISTINCT = [NoiseLevel(delta=5.0, weight=0.5, noise_class=NoiseClass.LOW, beta0=0.005),
+            NoiseLevel(delta=30.0, weight=2.0, noise_class=NoiseClass.HIGH, beta0=0.02)]
+
+
+@pytest.mark.parametrize("levels", [None, DISTINCT], ids=["estimated", "distinct"])
+def test_batched_fit_equals_sequential_fits(tiny_priors, levels):
     prior, _ = load_prior(tiny_priors[3], channels=3)
     # float64: in float32 Adam turns rounding-level differences of near-zero gradients into full steps
     settings = dataclasses.replace(SMALL, steps=6, precision="64-true")
     images = [noisy_pair(seed=s)[1].double() for s in (3, 5)]
-    together = fit_images(images, [prior, prior], settings)
-    for image, batched in zip(images, together):
-        alone = fit_image(image, [prior, prior], settings)
+    together = fit_images(images, [prior, prior], settings, noise=levels)
+    for index, (image, batched) in enumerate(zip(images, together)):
+        alone = fit_image(image, [prior, prior], settings, noise=None if levels is None else levels[index])
         torch.testing.assert_close(batched.denoised, alone.denoised, rtol=0, atol=1e-8)
         torch.testing.assert_close(batched.variance, alone.variance, rtol=1e-6, atol=1e-12)
         assert batched.batch == 2 and alone.batch == 1 and batched.noise == alone.noise

@@ -1,5 +1,6 @@
 """ScoreDVI fit on a small synthetic noisy image: it denoises, and it is reproducible."""
 
+import pytest
 import torch
 
 from common.metrics import psnr
@@ -70,3 +71,29 @@ def test_steps_carry_no_image_the_images_are_a_module_buffer(tiny_priors, monkey
     fit_image(noisy, [prior], FitSettings(**{**SMALL.__dict__, "steps": 3}))
     assert [step for step, _, _ in seen] == [0, 1, 2]
     assert len({pointer for _, pointer, _ in seen}) == 1 and all(same for _, _, same in seen)
+
+
+def test_logged_scalars_and_images_are_those_of_the_steps_lightning_writes(tiny_priors, tmp_path, monkeypatch):
+    """Scalars are computed on the steps the Trainer writes (every log_every-th, counting from 1), so each
+    TensorBoard point is that step's own loss; images follow image_every the same way."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    prior, _ = load_prior(tiny_priors[3], channels=3)
+    clean, noisy = noisy_pair(seed=3)
+    losses, real = [], ScoreDVI.training_step
+
+    def spy(self, step, batch_idx):
+        loss = real(self, step, batch_idx)
+        losses.append(float(loss))
+        return loss
+
+    monkeypatch.setattr(ScoreDVI, "training_step", spy)
+    settings = FitSettings(**{**SMALL.__dict__, "steps": 6, "log_every": 3, "image_every": 2})
+    fit_image(noisy, [prior], settings, clean=clean, name="logged")
+    events = EventAccumulator(str(tmp_path / "runs" / "dvi" / "logged")).Reload()
+    total = events.Scalars("loss/total")
+    assert [point.step for point in total] == [2, 5]
+    assert [point.value for point in total] == pytest.approx([losses[2], losses[5]], rel=1e-6)
+    assert [point.step for point in events.Scalars("fit/psnr")] == [2, 5]
+    assert [image.step for image in events.Images("image/estimate")] == [1, 3, 5]
