@@ -105,7 +105,7 @@ class ScoreDVI(L.LightningModule):
             raise ValueError(f"seeds, weights, hypers and deltas need one entry per image ({len(noisy)}), got "
                              f"{len(seeds)}, {len(weights)}, {len(hypers)}, {len(deltas)}")
         self.save_hyperparameters(ignore=["priors", "noisy", "clean", "hypers"])
-        self.seeds, self.weights, self.hypers, self.deltas = list(seeds), list(weights), list(hypers), list(deltas)
+        self.seeds = list(seeds)
         self.priors = nn.ModuleList(prior.folded().requires_grad_(False) for prior in priors)
         self.nets = StackedNets(seeded_nets(self.seeds, channels=noisy.shape[1], components=components,
                                             unet_base=unet_base, unet_depth=unet_depth, aux_layers=aux_layers,
@@ -114,10 +114,10 @@ class ScoreDVI(L.LightningModule):
         self.register_buffer("clean", clean, persistent=False)
         # per-image lambda, hyperparameters and delta on the device, so neither the loss nor the logging needs a
         # host-to-device copy; float64 here (exact), the nets' dtype from on_fit_start
-        stacked = Hyperpriors.stack(self.hypers, dtype=torch.float64)
-        for name, value in (("weight", torch.tensor(self.weights, dtype=torch.float64)), ("alpha0", stacked.alpha0),
+        stacked = Hyperpriors.stack(hypers, dtype=torch.float64)
+        for name, value in (("weight", torch.tensor(list(weights), dtype=torch.float64)), ("alpha0", stacked.alpha0),
                             ("beta0", stacked.beta0), ("dirichlet", stacked.d),
-                            ("delta", torch.tensor(self.deltas, dtype=torch.float64))):
+                            ("delta", torch.tensor(list(deltas), dtype=torch.float64))):
             self.register_buffer(f"hyper_{name}", value, persistent=False)
         self.register_buffer("finite", torch.ones(len(self.seeds), dtype=torch.bool), persistent=False)
         self.generators: list[torch.Generator] = []
