@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.timing import seconds_per_step
 from common.bfdncnn import BFDnCNN
 from common.prior_files import load_priors
-from dvi.fit import FitSettings, Preset, build_module
+from dvi.fit import FitSettings, Preset, build_module, fit_precision
 from dvi.module import ScoreDVI, standalone
 
 AUTOCAST = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -154,7 +154,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per size")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=list(AUTOCAST), default="32-true")
+    parser.add_argument("--precision", choices=list(AUTOCAST), default=None,
+                        help="autocast for every configuration (default: each one's precision setting, "
+                             "resolved as a fit resolves it: auto is bf16-mixed on a GPU or a CPU with native bf16)")
     parser.add_argument("--batch", type=int, default=1, help="images fitted concurrently (B)")
     parser.add_argument("--priors", nargs="+", default=None, help="prior files (default: untrained 20-layer nets)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -172,37 +174,42 @@ def main() -> None:
     configs = [args.settings] if args.compare is None else list(args.compare)
     base = Preset(args.preset).settings
     settings = {c: dataclasses.replace(base, **parse_overrides(c)) for c in configs}
+    accelerator = "cpu" if args.device == "cpu" else "gpu"
+    precision = {c: args.precision or str(fit_precision(dataclasses.replace(settings[c], accelerator=accelerator)))
+                 for c in configs}
     title = (f"ScoreDVI step time on {args.device} "
              f"({torch.cuda.get_device_name() if args.device == 'cuda' else platform.machine()}, "
-             f"{torch.get_num_threads()} threads), {args.precision}, torch {torch.__version__}")
+             f"{torch.get_num_threads()} threads), torch {torch.__version__}")
     table = Table(title=title)
-    for column in ("size", "settings", "batch", "ms/step", "s/image", "images/s", "TFLOP/s", "ops/step", "peak MB"):
+    for column in ("size", "settings", "precision", "batch", "ms/step", "s/image", "images/s", "TFLOP/s", "ops/step",
+                   "peak MB"):
         table.add_column(column, justify="right")
     for size in args.sizes:
         y = torch.rand(args.batch, 3, size, size, device=args.device)
         timings: dict[str, list[float]] = {c: [] for c in configs}
         models = {c: build(settings[c], y, priors=priors, device=args.device) for c in configs}
         flop = {c: args.batch * flop_per_step(training_step(
-            *build(settings[c], y[:1], priors=priors, device=args.device), precision=args.precision)) for c in configs}
+            *build(settings[c], y[:1], priors=priors, device=args.device), precision=precision[c])) for c in configs}
         for _ in range(2 if args.compare else 1):  # alternate A, B, A, B
             for config in configs:
-                timings[config].append(time_steps(*models[config], steps=args.steps, precision=args.precision))
+                timings[config].append(time_steps(*models[config], steps=args.steps, precision=precision[config]))
         # counted after the timed steps: the first step also creates the optimiser state and casts the priors
-        operators = {c: operators_per_step(training_step(*models[c], precision=args.precision)) for c in configs}
+        operators = {c: operators_per_step(training_step(*models[c], precision=precision[c])) for c in configs}
         for config in configs:
             seconds = min(timings[config])
             per_image = seconds * settings[config].steps / args.batch
-            table.add_row(str(size), config or "default", str(args.batch), f"{1000 * seconds:.0f}", f"{per_image:.1f}",
-                          f"{1 / per_image:.3f}", f"{flop[config] / seconds / 1e12:.2f}", str(operators[config]),
-                          f"{peak_memory_mb(args.device):.0f}")
+            table.add_row(str(size), config or "default", precision[config], str(args.batch), f"{1000 * seconds:.0f}",
+                          f"{per_image:.1f}", f"{1 / per_image:.3f}", f"{flop[config] / seconds / 1e12:.2f}",
+                          str(operators[config]), f"{peak_memory_mb(args.device):.0f}")
         if args.compare:
             a, b = (min(timings[c]) for c in configs)
-            table.add_row(str(size), "ratio B/A", "", f"{b / a:.3f}", "", "", "", "", "")
+            table.add_row(str(size), "ratio B/A", "", "", f"{b / a:.3f}", "", "", "", "", "")
     Console().print(table)
     if args.profile:
         config = configs[-1]
         print(f"profile: {args.sizes[-1]} px, {config or 'default'} ({args.preset} preset), batch {args.batch}")
-        profile_steps(training_step(*models[config], precision=args.precision), device=args.device, steps=args.profile)
+        profile_steps(training_step(*models[config], precision=precision[config]), device=args.device,
+                      steps=args.profile)
 
 
 if __name__ == "__main__":

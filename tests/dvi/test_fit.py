@@ -1,8 +1,12 @@
 """ScoreDVI fit on a small synthetic noisy image: it denoises, and it is reproducible."""
 
+import dataclasses
+
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
+import common.trainer
 from common.metrics import psnr
 from common.prior_files import load_prior
 from dvi.fit import FitSettings, fit_image
@@ -97,3 +101,23 @@ def test_logged_scalars_and_images_are_those_of_the_steps_lightning_writes(tiny_
     assert [point.value for point in total] == pytest.approx([losses[2], losses[5]], rel=1e-6)
     assert [point.step for point in events.Scalars("fit/psnr")] == [2, 5]
     assert [image.step for image in events.Images("image/estimate")] == [1, 3, 5]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_runs_the_priors_in_bf16_on_a_cpu_with_native_bf16(tiny_priors, monkeypatch, native):
+    """``precision="auto"`` on a CPU: the priors run in bf16 where the CPU has it natively (and the fit still
+    denoises), in float32 elsewhere; the variational nets stay float32 either way."""
+    monkeypatch.setattr(common.trainer, "cpu_has_native_bf16", lambda: native)
+    prior, _ = load_prior(tiny_priors[3], channels=3)
+    clean, noisy = noisy_pair()
+    seen = {}
+
+    class Record(Callback):
+        def on_train_end(self, trainer, module):
+            seen.update(precision=trainer.precision, prior=next(module.priors.parameters()).dtype,
+                        nets=next(module.nets.parameters()).dtype)
+
+    result = fit_image(noisy, [prior, prior], dataclasses.replace(SMALL, precision="auto"), callbacks=[Record()])
+    expected = torch.bfloat16 if native else torch.float32
+    assert seen == {"precision": "bf16-mixed" if native else "32-true", "prior": expected, "nets": torch.float32}
+    assert psnr(result.denoised, clean) > psnr(noisy.clamp(0, 1), clean) + 3.0

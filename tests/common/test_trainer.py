@@ -1,0 +1,30 @@
+"""Precision selection shared by both stages."""
+
+import pytest
+import torch
+
+import common.trainer
+from common.trainer import cpu_has_native_bf16, resolve_precision
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed", "64-true", 32])
+def test_explicit_precision_passes_through(precision):
+    assert resolve_precision(precision, accelerator="cpu", cpu_bf16=True) == precision
+
+
+@pytest.mark.parametrize(("native", "cpu_bf16", "expected"), [
+    (True, True, "bf16-mixed"), (False, True, "32-true"), (True, False, "32-true"), (False, False, "32-true")])
+def test_auto_on_a_cpu_uses_bf16_only_when_asked_and_native(monkeypatch, native, cpu_bf16, expected):
+    monkeypatch.setattr(common.trainer, "cpu_has_native_bf16", lambda: native)
+    assert resolve_precision("auto", accelerator="cpu", cpu_bf16=cpu_bf16) == expected
+
+
+def test_native_bf16_is_read_from_either_cpu_check_and_unknown_means_no(monkeypatch):
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert cpu_has_native_bf16() is False  # a torch without the (private) checks: stay in float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cpu_has_native_bf16() is True
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert cpu_has_native_bf16() is True
