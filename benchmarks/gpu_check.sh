@@ -41,7 +41,7 @@ step devset_fast $LIMIT python -m dvi evaluate --noisy data/dev --clean data/dev
 for noisy in $(ls "$PWD"/data/dev/sidd_*_noisy.png | head -n "$SIDD"); do echo "$noisy ${noisy/_noisy/_clean}"; done > "$OUT/sidd.txt"
 step devset $((LIMIT * 3)) python -m dvi evaluate --list "$OUT/sidd.txt" --output "$OUT/devset" \
   --device $DEVICE --log-every 50 $DEV_ARGS
-# 2. step time by size, bf16 (the default on a GPU) and fp32 (the unaccelerated baseline); CPUs have no fast bf16
+# 2. step time by size, bf16 (the default on a GPU) and fp32 (the unaccelerated baseline)
 step speed_bf16 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZES --steps $STEPS --precision $HALF
 # where the step loop makes the host wait for the GPU (CUDA sync debug mode over a short real fit)
 step syncs $LIMIT python -m benchmarks.step_syncs --size $SIZE --steps $((STEPS * 3 + 4)) --log-every 10

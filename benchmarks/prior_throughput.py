@@ -1,7 +1,8 @@
 """Stage-1 training throughput: patches/s of the default 20-layer BF-DnCNN on 64x64 patches.
 
 One training step = AWGN on the device, forward, MSE, backward, Adam step (GaussianDenoiser).
-CPU always (float32); on a CUDA GPU also 32-true, 16-mixed and bf16-mixed (autocast).
+CPU always (float32, and bf16-mixed where the CPU has native bfloat16); on a CUDA GPU also 32-true,
+16-mixed and bf16-mixed (autocast).
 
     python -m benchmarks.prior_throughput [--batch 16] [--steps 5] [--threads N]
 """
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.timing import seconds_per_step
+from common.trainer import cpu_has_native_bf16
 from prior_training.module import GaussianDenoiser
 
 AUTOCAST = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -56,10 +58,12 @@ def main() -> None:
                         f"batch {args.batch}, torch {torch.__version__}")
     for column in ("device", "precision", "patches/s"):
         table.add_column(column, justify="right")
-    if not args.skip_cpu:
-        rate = patches_per_second(device="cpu", precision="32-true", batch=args.batch, steps=args.steps, patch=args.patch)
+    cpu_precisions = ["32-true", "bf16-mixed"] if cpu_has_native_bf16() else ["32-true"]
+    for precision in [] if args.skip_cpu else cpu_precisions:
+        rate = patches_per_second(device="cpu", precision=precision, batch=args.batch, steps=args.steps,
+                                  patch=args.patch)
         table.add_row(f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-                      "32-true", f"{rate:.1f}")
+                      precision, f"{rate:.1f}")
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         for precision in AUTOCAST:
