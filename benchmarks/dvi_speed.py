@@ -163,7 +163,8 @@ def main() -> None:
                         help="then profile N steps of the last size (torch.profiler) and print where the time goes")
     parser.add_argument("--preset", choices=[p.value for p in Preset], default=Preset.REFERENCE.value,
                         help="the settings --settings and --compare start from")
-    parser.add_argument("--settings", default="", help="FitSettings overrides, e.g. mc_samples=2,unet_base=32")
+    parser.add_argument("--settings", default="",
+                        help="FitSettings overrides for every configuration, e.g. mc_samples=2,unet_base=32")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                         help="two override strings timed alternately; prints B/A")
     args = parser.parse_args()
@@ -172,7 +173,7 @@ def main() -> None:
     priors = (load_priors(args.priors, channels=3) if args.priors else
               [BFDnCNN(channels=3).eval() for _ in range(FitSettings().components)])
     configs = [args.settings] if args.compare is None else list(args.compare)
-    base = Preset(args.preset).settings
+    base = dataclasses.replace(Preset(args.preset).settings, **parse_overrides(args.settings))
     settings = {c: dataclasses.replace(base, **parse_overrides(c)) for c in configs}
     accelerator = "cpu" if args.device == "cpu" else "gpu"
     precision = {c: args.precision or str(fit_precision(dataclasses.replace(settings[c], accelerator=accelerator)))
