@@ -178,6 +178,10 @@ def main() -> None:
     accelerator = "cpu" if args.device == "cpu" else "gpu"
     precision = {c: args.precision or str(fit_precision(dataclasses.replace(settings[c], accelerator=accelerator)))
                  for c in configs}
+    for config, value in precision.items():
+        if value not in AUTOCAST:
+            raise SystemExit(f"error: precision {value!r} ({config or 'default'}): dvi_speed times "
+                             f"{', '.join(AUTOCAST)}")
     title = (f"ScoreDVI step time on {args.device} "
              f"({torch.cuda.get_device_name() if args.device == 'cuda' else platform.machine()}, "
              f"{torch.get_num_threads()} threads), torch {torch.__version__}")

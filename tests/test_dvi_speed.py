@@ -20,3 +20,11 @@ def test_compare_runs_each_configuration_at_its_own_precision():
     timed = {row[1]: row[2] for row in rows if row[1].startswith("precision=")}
     assert timed == {"precision=32-true": "32-true", "precision=bf16-mixed": "bf16-mixed"}, run.stdout
     assert any(row[1] == "ratio B/A" and float(row[4]) > 0 for row in rows), run.stdout
+
+
+def test_a_precision_it_cannot_time_is_one_line():
+    run = subprocess.run([sys.executable, "-m", "benchmarks.dvi_speed", "--sizes", "32", "--device", "cpu",
+                          "--settings", "precision=64-true"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "error: precision '64-true' (precision=64-true): dvi_speed times 32-true, 16-mixed, bf16-mixed"]
