@@ -28,13 +28,11 @@ from rich.table import Table
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.timing import seconds_per_step
+from benchmarks.timing import AUTOCAST, autocast, seconds_per_step
 from common.bfdncnn import BFDnCNN
 from common.prior_files import load_priors
 from dvi.fit import FitSettings, Preset, build_module, fit_precision
 from dvi.module import ScoreDVI, standalone
-
-AUTOCAST = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
 def parse_overrides(text: str) -> dict[str, object]:
@@ -71,10 +69,10 @@ def time_steps(module: ScoreDVI, optimiser: torch.optim.Optimizer, *, steps: int
 
 def training_step(module: ScoreDVI, optimiser: torch.optim.Optimizer, *, precision: str) -> Callable[[], None]:
     """One optimisation step as Lightning runs it (autocast for mixed precision)."""
-    dtype, device = AUTOCAST[precision], module.device.type
+    device = module.device.type
 
     def step() -> None:
-        with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(precision, device=device):
             loss = module.training_step(0, 0)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

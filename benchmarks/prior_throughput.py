@@ -16,11 +16,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.timing import seconds_per_step
+from benchmarks.timing import AUTOCAST, autocast, seconds_per_step
 from common.trainer import cpu_has_native_bf16
 from prior_training.module import GaussianDenoiser
-
-AUTOCAST = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
 
 
 def patches_per_second(*, device: str, precision: str, batch: int, steps: int, patch: int) -> float:
@@ -30,10 +28,9 @@ def patches_per_second(*, device: str, precision: str, batch: int, steps: int, p
     optimiser = torch.optim.Adam(module.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler(device, enabled=precision == "16-mixed")
     clean = torch.rand(batch, 3, patch, patch, device=device)
-    dtype = AUTOCAST[precision]
 
     def step() -> None:
-        with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(precision, device=device):
             loss = torch.nn.functional.mse_loss(module(module.add_noise(clean)), clean)
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

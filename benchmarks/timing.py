@@ -1,4 +1,5 @@
-"""Wall-clock timing of a step function, synchronising a CUDA device around the timed region."""
+"""Wall-clock timing of a step function (synchronising a CUDA device around the timed region), and the
+autocast each Lightning precision the benchmarks time stands for."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ import time
 from collections.abc import Callable
 
 import torch
+
+# Lightning precision -> autocast dtype (None: no autocast); the precisions the benchmarks can time
+AUTOCAST = {"32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+
+def autocast(precision: str, *, device: str) -> torch.autocast:
+    """The autocast context Lightning runs a step in at ``precision`` (disabled for ``32-true``)."""
+    dtype = AUTOCAST[precision]
+    return torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def seconds_per_step(step: Callable[[], None], *, device: str, steps: int, warmup: int = 1) -> float:
