@@ -23,6 +23,7 @@ import torch
 
 from common.bfdncnn import BFDnCNN, bfdncnn_from_reference, is_reference_state_dict
 from common.errors import InputError
+from common.safe_load import load_weights
 
 FORMAT = "scoredvi-prior/1"
 MANIFEST_NAME = "MANIFEST.json"
@@ -135,13 +136,8 @@ def verify_against_manifest(path: Path) -> None:
 
 
 def _read_payload(path: Path) -> Any:
-    if not path.is_file():
-        raise InputError(f"prior file {path} does not exist; pass a file exported by 'python -m prior_training export'")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"cannot read prior file {path} ({first[:120]}); it is corrupt or not a checkpoint") from None
+    return load_weights(path, what="prior file",
+                        hint="pass a prior exported by 'python -m prior_training export' or a reference state dict")
 
 
 def load_prior(path: Path, *, channels: int | None = None, prior_format: PriorFormat = PriorFormat.AUTO) -> tuple[BFDnCNN, PriorMeta]:

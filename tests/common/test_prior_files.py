@@ -74,3 +74,50 @@ def test_reference_format_file_loads_automatically_and_explicitly(tmp_path):
         assert meta.channels == 3
     with pytest.raises(InputError, match="not a toolkit prior"):
         load_prior(path, prior_format=PriorFormat.TOOLKIT)
+
+
+class _RunsShell:
+    """Pickles as a call of os.system: loading it without weights_only would run the command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+def test_crafted_pickle_prior_runs_nothing_and_gives_one_line(tmp_path, legacy):
+    import pickle
+
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pt"
+    payload = {"format": "scoredvi-prior/1", "meta": _RunsShell(f"touch {marker}")}
+    if legacy:
+        path.write_bytes(pickle.dumps(payload, protocol=2))
+    else:
+        torch.save(payload, path)
+    with pytest.raises(InputError) as caught:
+        load_prior(path)
+    message = str(caught.value)
+    assert not marker.exists()
+    assert "\n" not in message and str(path) in message
+    assert "system" in message and "could run code" in message
+    assert "torch.load" not in message and "prior_training export" in message
+
+
+def test_damaged_prior_message_is_one_whole_line(tmp_path):
+    good = tmp_path / "p.pt"
+    export_prior(tiny(), good, PriorMeta(channels=3, depth=4, features=8), manifest=False)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:300])
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for path, expected in ((cut, "corrupt, truncated"), (empty, "empty (0 bytes)")):
+        with pytest.raises(InputError) as caught:
+            load_prior(path)
+        message = str(caught.value)
+        assert expected in message and str(path) in message and "\n" not in message
+        assert "weights_only" not in message and message.endswith("or a reference state dict")
