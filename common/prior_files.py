@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import importlib.resources
 import json
 import os
 import tempfile
@@ -63,9 +64,19 @@ def sha256_of(path: Path) -> str:
 
 
 def default_checkpoint_dir() -> Path:
-    """``$SCOREDVI_CHECKPOINTS`` if set, else the repository's ``checkpoints/`` folder."""
+    """``$SCOREDVI_CHECKPOINTS`` if set, else the folder of the ``checkpoints`` package.
+
+    That package is the repository's ``checkpoints/`` in a source tree or an editable install, and the
+    installed package data (priors, MANIFEST.json, CORPUS.csv) in a wheel or non-editable install.
+    """
     override = os.environ.get(CHECKPOINTS_ENV)
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "checkpoints"
+    if override:
+        return Path(override)
+    try:
+        return Path(str(importlib.resources.files("checkpoints")))
+    except ModuleNotFoundError:
+        raise InputError(f"the shipped priors (package 'checkpoints') are not installed; reinstall scoredvi "
+                         f"or set {CHECKPOINTS_ENV} to a folder of priors with a MANIFEST.json") from None
 
 
 def read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
