@@ -4,6 +4,9 @@ Reading: PNG (8/16-bit; gray, RGB, palette, gray+alpha, RGBA) and JPEG through t
 TIFF (uint8, uint16, float) through tifffile, BMP/WebP through Pillow. An alpha channel is
 dropped with a warning. Every bad input raises :class:`InputError` with a one-line message.
 
+The EXIF orientation tag (JPEG APP1, PNG ``eXIf``, TIFF tag 274, WebP EXIF) is applied on read,
+so pixels come out as an image viewer shows them; written files carry no orientation tag.
+
 PNG files are checked in Python (chunk CRCs, complete zlib stream, scanline filter bytes) before
 torchvision sees them: its ``decode_png`` crashes the interpreter (segfault) on corrupt pixel
 data, and reads a colour palette PNG as gray in ``UNCHANGED`` mode, so palettes are decoded as RGB.
@@ -36,6 +39,7 @@ BT601_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights for R, G, B
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ORIENTATION_TAG = 0x0112  # EXIF / TIFF tag 274
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
@@ -52,6 +56,7 @@ class LoadedImage:
     path: Path
     had_alpha: bool
     format: str  # "png", "jpeg", "tiff", "bmp" or "webp"
+    orientation: int = 1  # the EXIF orientation (1-8) already applied to ``pixels``; 1 = as stored
 
 
 def read_image(path: str | os.PathLike[str]) -> LoadedImage:
@@ -68,14 +73,14 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
     if not data:
         raise InputError(f"{path} is empty (0 bytes); give a valid image file")
     if data.startswith(_PNG_SIGNATURE):
-        fmt, (array, depth, alpha) = "png", _decode_png(path, data)
+        fmt, (array, depth, alpha, orientation) = "png", _decode_png(path, data)
     elif data.startswith(b"\xff\xd8\xff"):
-        fmt, (array, depth, alpha) = "jpeg", _decode_jpeg(path, data)
+        fmt, (array, depth, alpha, orientation) = "jpeg", _decode_jpeg(path, data)
     elif data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        fmt, (array, depth, alpha) = "tiff", _decode_tiff(path, data)
+        fmt, (array, depth, alpha, orientation) = "tiff", _decode_tiff(path, data)
     elif data.startswith(b"BM") or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
         fmt = "bmp" if data.startswith(b"BM") else "webp"
-        array, depth, alpha = _decode_pillow(path, data)
+        array, depth, alpha, orientation = _decode_pillow(path, data)
     else:
         raise InputError(f"{path} is not a PNG, JPEG, TIFF, BMP or WebP image; give one of those")
     if array.shape[1] == 0 or array.shape[2] == 0:
@@ -83,16 +88,61 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
     if alpha:
         warnings.warn(f"{path}: alpha channel (transparency) dropped; colour values used as stored",
                       UserWarning, stacklevel=2)
-    return LoadedImage(array.contiguous(), depth, path, alpha, fmt)
+    return LoadedImage(apply_orientation(array, orientation).contiguous(), depth, path, alpha, fmt, orientation)
+
+
+def apply_orientation(pixels: Tensor, orientation: int) -> Tensor:
+    """(..., H, W) stored pixels -> as displayed for EXIF orientation 1-8 (other values: unchanged).
+
+    The tag says where the stored first row and column belong: 2 mirror left-right, 3 rotate
+    180 degrees, 4 mirror top-bottom, 5 transpose, 6 rotate 90 degrees clockwise, 7 transverse
+    (transpose then rotate 180), 8 rotate 90 degrees counter-clockwise.
+    """
+    rows, cols = pixels.ndim - 2, pixels.ndim - 1
+    if orientation == 2:
+        return pixels.flip(cols)
+    if orientation == 3:
+        return pixels.flip(rows, cols)
+    if orientation == 4:
+        return pixels.flip(rows)
+    if orientation == 5:
+        return pixels.transpose(rows, cols)
+    if orientation == 6:
+        return torch.rot90(pixels, -1, (rows, cols))
+    if orientation == 7:
+        return pixels.transpose(rows, cols).flip(rows, cols)
+    if orientation == 8:
+        return torch.rot90(pixels, 1, (rows, cols))
+    return pixels
+
+
+def _exif_orientation(exif: bytes) -> int:
+    """The orientation (tag 0x0112) in raw EXIF bytes ("Exif\\0\\0" + TIFF structure); 1 if absent or unreadable."""
+    from PIL import Image
+
+    try:
+        holder = Image.Exif()
+        holder.load(exif)
+        return _valid_orientation(holder.get(_ORIENTATION_TAG, 1))
+    except Exception:  # a damaged EXIF block does not make the pixels unusable: show as stored
+        return 1
+
+
+def _valid_orientation(value: object) -> int:
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 1
+    return number if 1 <= number <= 8 else 1
 
 
 def _bad(path: Path, what: str) -> InputError:
     return InputError(f"{path} is {what}; re-export or replace the file")
 
 
-def _check_png(path: Path, data: bytes) -> tuple[int, int, bool]:
-    """Validate PNG structure and pixel stream; return (bit depth, colour type, has tRNS)."""
-    pos, header, idat, has_trns, ended = 8, b"", [], False, False
+def _check_png(path: Path, data: bytes) -> tuple[int, int, bool, bytes]:
+    """Validate PNG structure and pixel stream; return (bit depth, colour type, has tRNS, eXIf body)."""
+    pos, header, idat, has_trns, ended, exif = 8, b"", [], False, False, b""
     while pos + 12 <= len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         if pos + 12 + length > len(data):
@@ -105,6 +155,8 @@ def _check_png(path: Path, data: bytes) -> tuple[int, int, bool]:
             header = body
         elif kind == b"IDAT":
             idat.append(body)
+        elif kind == b"eXIf":
+            exif = body
         has_trns |= kind == b"tRNS"
         pos += 12 + length
         if kind == b"IEND":
@@ -138,7 +190,7 @@ def _check_png(path: Path, data: bytes) -> tuple[int, int, bool]:
         if filters.max() > 4:
             raise _bad(path, "a corrupt PNG (invalid scanline filter)")
         offset += h * stride
-    return depth, ctype, has_trns
+    return depth, ctype, has_trns, exif
 
 
 def _torchvision_decode(path: Path, data: bytes, rgb: bool) -> Tensor:
@@ -163,8 +215,9 @@ def _torchvision_decode(path: Path, data: bytes, rgb: bool) -> Tensor:
     return out
 
 
-def _decode_png(path: Path, data: bytes) -> tuple[Tensor, int, bool]:
-    depth, ctype, has_trns = _check_png(path, data)
+def _decode_png(path: Path, data: bytes) -> tuple[Tensor, int, bool, int]:
+    depth, ctype, has_trns, exif = _check_png(path, data)
+    orientation = _exif_orientation(exif) if exif else 1
     if depth == 16 and _torchvision_version() < (0, 21):
         raise InputError(f"{path} is a 16-bit PNG, which needs torchvision >= 0.21; upgrade "
                          "torchvision or convert the image to 16-bit TIFF")
@@ -173,8 +226,8 @@ def _decode_png(path: Path, data: bytes) -> tuple[Tensor, int, bool]:
     if out.shape[0] in (2, 4):
         out = out[:-1]
     if depth == 16:  # torch.uint16 from torchvision >= 0.21
-        return out.to(torch.float32) / 65535.0, 16, alpha
-    return out.to(torch.float32) / 255.0, 8, alpha
+        return out.to(torch.float32) / 65535.0, 16, alpha, orientation
+    return out.to(torch.float32) / 255.0, 8, alpha, orientation
 
 
 def _torchvision_version() -> tuple[int, int]:
@@ -184,11 +237,32 @@ def _torchvision_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _decode_jpeg(path: Path, data: bytes) -> tuple[Tensor, int, bool]:
+def _decode_jpeg(path: Path, data: bytes) -> tuple[Tensor, int, bool, int]:
+    orientation = _jpeg_orientation(data)
     out = _torchvision_decode(path, data, rgb=False)
     if out.shape[0] not in (1, 3):  # CMYK/YCCK: let libjpeg convert to RGB
         out = _torchvision_decode(path, data, rgb=True)
-    return out.to(torch.float32) / 255.0, 8, False
+    return out.to(torch.float32) / 255.0, 8, False, orientation
+
+
+def _jpeg_orientation(data: bytes) -> int:
+    """Orientation from the first APP1 "Exif" segment among the JPEG header markers (1 if none)."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan: no more header segments
+            break
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if length < 2:
+            break
+        body = data[pos + 4 : pos + 2 + length]
+        if marker == 0xE1 and body.startswith(b"Exif\x00\x00"):
+            return _exif_orientation(body)
+        pos += 2 + length
+    return 1
 
 
 def _decode_tiff(path: Path, data: bytes) -> tuple[Tensor, int, bool]:
@@ -198,6 +272,8 @@ def _decode_tiff(path: Path, data: bytes) -> tuple[Tensor, int, bool]:
             page = series.keyframe
             axes, array = series.axes, series.asarray()
             photometric, extras = int(page.photometric), tuple(int(e) for e in page.extrasamples)
+            tag = page.tags.get(_ORIENTATION_TAG)
+            orientation = _valid_orientation(tag.value) if tag is not None else 1
     except Exception as err:  # tifffile raises many types for damaged files
         raise _bad(path, f"a damaged or unsupported TIFF ({type(err).__name__}: {err})") from None
     if axes == "YX":
@@ -226,22 +302,23 @@ def _decode_tiff(path: Path, data: bytes) -> tuple[Tensor, int, bool]:
         raise InputError(f"{path} stores {array.dtype} samples; give uint8, uint16 or float TIFF")
     if photometric == 0:  # min-is-white
         pixels = 1.0 - pixels
-    return torch.from_numpy(np.ascontiguousarray(pixels)), depth, alpha
+    return torch.from_numpy(np.ascontiguousarray(pixels)), depth, alpha, orientation
 
 
-def _decode_pillow(path: Path, data: bytes) -> tuple[Tensor, int, bool]:
+def _decode_pillow(path: Path, data: bytes) -> tuple[Tensor, int, bool, int]:
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
+            orientation = _valid_orientation(img.getexif().get(_ORIENTATION_TAG, 1))
             alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
             img = img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")
             array = np.asarray(img, dtype=np.float32) / 255.0
     except Exception as err:  # Pillow raises OSError, ValueError, SyntaxError ...
         raise _bad(path, f"a damaged or unsupported image ({err})") from None
     array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
-    return torch.from_numpy(np.ascontiguousarray(array)), 8, alpha
+    return torch.from_numpy(np.ascontiguousarray(array)), 8, alpha, orientation
 
 
 def write_image(path: str | os.PathLike[str], pixels: Tensor, *, bit_depth: int = 8,

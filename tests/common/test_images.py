@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from common import images
 from common.errors import InputError
@@ -267,3 +267,48 @@ def test_reading_emits_no_deprecation_noise(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_image(tmp_path / "a.png")
+
+
+def _exif_with_orientation(value: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()
+
+
+def _as_tensor(img: Image.Image) -> torch.Tensor:
+    array = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0).copy())
+
+
+def test_jpeg_with_orientation_6_comes_out_as_a_viewer_shows_it(tmp_path: Path) -> None:
+    stored = Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 40, 3), dtype=np.uint8))
+    stored.save(tmp_path / "plain.jpg", "JPEG", quality=90)
+    stored.save(tmp_path / "rotated.jpg", "JPEG", quality=90, exif=_exif_with_orientation(6))
+    plain, rotated = read_image(tmp_path / "plain.jpg"), read_image(tmp_path / "rotated.jpg")
+    assert plain.pixels.shape == (3, 24, 40) and rotated.pixels.shape == (3, 40, 24)
+    # As a viewer shows it: Pillow's exif_transpose of the same decoded grid (90 degrees clockwise).
+    with Image.open(tmp_path / "rotated.jpg") as img:
+        viewer = _as_tensor(ImageOps.exif_transpose(img))
+    assert viewer.shape == rotated.pixels.shape and (viewer - rotated.pixels).abs().max() <= 2 / 255
+    assert torch.equal(rotated.pixels, torch.rot90(plain.pixels, -1, (1, 2)))
+    assert rotated.orientation == 6 and plain.orientation == 1
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_png_exif_orientation_matches_pillow_exif_transpose(tmp_path: Path, orientation: int) -> None:
+    stored = Image.fromarray(np.random.default_rng(orientation).integers(0, 256, (5, 7), dtype=np.uint8))
+    stored.save(tmp_path / "o.png", exif=_exif_with_orientation(orientation))
+    with Image.open(tmp_path / "o.png") as img:
+        img.load()
+        viewer = _as_tensor(ImageOps.exif_transpose(img))
+    assert torch.equal(read_image(tmp_path / "o.png").pixels, viewer)
+
+
+def test_tiff_and_webp_orientation_is_applied(tmp_path: Path) -> None:
+    grid = np.random.default_rng(2).integers(0, 256, (6, 9), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "o.tif", grid, photometric="minisblack", extratags=[(274, "H", 1, 8, False)])
+    expected = torch.rot90(torch.from_numpy(grid / 255.0).float()[None], 1, (1, 2))
+    assert torch.equal(read_image(tmp_path / "o.tif").pixels, expected)
+    Image.fromarray(grid).save(tmp_path / "o.webp", lossless=True, exif=_exif_with_orientation(3))
+    flipped = torch.from_numpy(grid[::-1, ::-1] / 255.0).float()
+    assert torch.equal(read_image(tmp_path / "o.webp").pixels, flipped.expand(3, 6, 9))  # WebP decodes as RGB
