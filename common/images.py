@@ -4,6 +4,10 @@ Reading: PNG (8/16-bit; gray, RGB, palette, gray+alpha, RGBA) and JPEG through t
 TIFF (uint8, uint16, float) through tifffile, BMP/WebP through Pillow. An alpha channel is
 dropped with a warning. Every bad input raises :class:`InputError` with a one-line message.
 
+Before any pixel data is decoded, the width x height in the file's header is checked against
+``max_pixels`` (default :data:`MAX_PIXELS`, 200 megapixels): a small file can claim a huge image
+(a 249 kB PNG decodes to 256 megapixels, about 1 GB as uint8 and 3 GB as float32 RGB).
+
 The EXIF orientation tag (JPEG APP1, PNG ``eXIf``, TIFF tag 274, WebP EXIF) is applied on read,
 so pixels come out as an image viewer shows them; written files carry no orientation tag.
 
@@ -17,13 +21,14 @@ overwrite any path given in ``protect``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
 import tempfile
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +39,7 @@ from torch import Tensor
 
 from common.errors import InputError
 
+MAX_PIXELS = 200_000_000  # default limit of read_image (width x height); the one place of this default
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 BT601_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights for R, G, B
 
@@ -59,9 +65,14 @@ class LoadedImage:
     orientation: int = 1  # the EXIF orientation (1-8) already applied to ``pixels``; 1 = as stored
 
 
-def read_image(path: str | os.PathLike[str]) -> LoadedImage:
-    """Read an image file into a float32 (C, H, W) tensor in [0, 1]; raise InputError if unusable."""
+def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIXELS) -> LoadedImage:
+    """Read an image file into a float32 (C, H, W) tensor in [0, 1]; raise InputError if unusable.
+
+    An image of more than ``max_pixels`` pixels (width x height, from the file header, before
+    decoding) is refused; ``None`` means no limit.
+    """
     path = Path(path)
+    limit = _PixelLimit(path, max_pixels)
     if not path.exists():
         raise InputError(f"{path} does not exist; check the image path")
     if path.is_dir():
@@ -73,14 +84,14 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
     if not data:
         raise InputError(f"{path} is empty (0 bytes); give a valid image file")
     if data.startswith(_PNG_SIGNATURE):
-        fmt, (array, depth, alpha, orientation) = "png", _decode_png(path, data)
+        fmt, (array, depth, alpha, orientation) = "png", _decode_png(path, data, limit)
     elif data.startswith(b"\xff\xd8\xff"):
-        fmt, (array, depth, alpha, orientation) = "jpeg", _decode_jpeg(path, data)
+        fmt, (array, depth, alpha, orientation) = "jpeg", _decode_jpeg(path, data, limit)
     elif data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        fmt, (array, depth, alpha, orientation) = "tiff", _decode_tiff(path, data)
+        fmt, (array, depth, alpha, orientation) = "tiff", _decode_tiff(path, data, limit)
     elif data.startswith(b"BM") or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
         fmt = "bmp" if data.startswith(b"BM") else "webp"
-        array, depth, alpha, orientation = _decode_pillow(path, data)
+        array, depth, alpha, orientation = _decode_pillow(path, data, limit)
     else:
         raise InputError(f"{path} is not a PNG, JPEG, TIFF, BMP or WebP image; give one of those")
     if array.shape[1] == 0 or array.shape[2] == 0:
@@ -89,6 +100,20 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
         warnings.warn(f"{path}: alpha channel (transparency) dropped; colour values used as stored",
                       UserWarning, stacklevel=2)
     return LoadedImage(apply_orientation(array, orientation).contiguous(), depth, path, alpha, fmt, orientation)
+
+
+@dataclass(frozen=True)
+class _PixelLimit:
+    """The ``max_pixels`` check of one read: call it with the header's size before decoding."""
+
+    path: Path
+    max_pixels: int | None
+
+    def __call__(self, width: int, height: int) -> None:
+        if self.max_pixels is not None and width * height > self.max_pixels:
+            raise InputError(
+                f"{self.path} is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), over the "
+                f"limit of {self.max_pixels / 1e6:g} megapixels; raise it with --max-pixels or give a smaller image")
 
 
 def apply_orientation(pixels: Tensor, orientation: int) -> Tensor:
@@ -140,7 +165,7 @@ def _bad(path: Path, what: str) -> InputError:
     return InputError(f"{path} is {what}; re-export or replace the file")
 
 
-def _check_png(path: Path, data: bytes) -> tuple[int, int, bool, bytes]:
+def _check_png(path: Path, data: bytes, limit: _PixelLimit) -> tuple[int, int, bool, bytes]:
     """Validate PNG structure and pixel stream; return (bit depth, colour type, has tRNS, eXIf body)."""
     pos, header, idat, has_trns, ended, exif = 8, b"", [], False, False, b""
     while pos + 12 <= len(data):
@@ -169,6 +194,7 @@ def _check_png(path: Path, data: bytes) -> tuple[int, int, bool, bytes]:
     width, height, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", header)
     if width == 0 or height == 0:
         raise InputError(f"{path} is an empty image ({width}x{height} pixels)")
+    limit(width, height)  # before inflating the pixel stream
     if ctype not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
         raise _bad(path, f"a PNG with invalid colour type {ctype} / bit depth {depth}")
     bits = _PNG_CHANNELS[ctype] * depth
@@ -215,8 +241,8 @@ def _torchvision_decode(path: Path, data: bytes, rgb: bool) -> Tensor:
     return out
 
 
-def _decode_png(path: Path, data: bytes) -> tuple[Tensor, int, bool, int]:
-    depth, ctype, has_trns, exif = _check_png(path, data)
+def _decode_png(path: Path, data: bytes, limit: _PixelLimit) -> tuple[Tensor, int, bool, int]:
+    depth, ctype, has_trns, exif = _check_png(path, data, limit)
     orientation = _exif_orientation(exif) if exif else 1
     if depth == 16 and _torchvision_version() < (0, 21):
         raise InputError(f"{path} is a 16-bit PNG, which needs torchvision >= 0.21; upgrade "
@@ -237,17 +263,23 @@ def _torchvision_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _decode_jpeg(path: Path, data: bytes) -> tuple[Tensor, int, bool, int]:
-    orientation = _jpeg_orientation(data)
+def _decode_jpeg(path: Path, data: bytes, limit: _PixelLimit) -> tuple[Tensor, int, bool, int]:
+    orientation, size = _jpeg_header(data)
+    if size is not None:
+        limit(*size)
     out = _torchvision_decode(path, data, rgb=False)
     if out.shape[0] not in (1, 3):  # CMYK/YCCK: let libjpeg convert to RGB
         out = _torchvision_decode(path, data, rgb=True)
     return out.to(torch.float32) / 255.0, 8, False, orientation
 
 
-def _jpeg_orientation(data: bytes) -> int:
-    """Orientation from the first APP1 "Exif" segment among the JPEG header markers (1 if none)."""
-    pos = 2
+def _jpeg_header(data: bytes) -> tuple[int, tuple[int, int] | None]:
+    """(orientation, (width, height)) from the JPEG header segments before the first scan.
+
+    The orientation comes from the first APP1 "Exif" segment (1 if none), the size from the
+    start-of-frame segment (None if there is none or it defers the height to a DNL marker).
+    """
+    pos, orientation, size = 2, 1, None
     while pos + 4 <= len(data) and data[pos] == 0xFF:
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte before a marker
@@ -259,21 +291,28 @@ def _jpeg_orientation(data: bytes) -> int:
         if length < 2:
             break
         body = data[pos + 4 : pos + 2 + length]
-        if marker == 0xE1 and body.startswith(b"Exif\x00\x00"):
-            return _exif_orientation(body)
+        if marker == 0xE1 and body.startswith(b"Exif\x00\x00") and orientation == 1:
+            orientation = _exif_orientation(body)
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and len(body) >= 5:
+            height, width = struct.unpack(">HH", body[1:5])
+            size = (width, height) if height else None
         pos += 2 + length
-    return 1
+    return orientation, size
 
 
-def _decode_tiff(path: Path, data: bytes) -> tuple[Tensor, int, bool]:
+def _decode_tiff(path: Path, data: bytes, limit: _PixelLimit) -> tuple[Tensor, int, bool, int]:
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            for header in tif.pages:  # IFDs only: no pixel data is read here
+                limit(header.imagewidth, header.imagelength)
             series = tif.series[0]
             page = series.keyframe
             axes, array = series.axes, series.asarray()
             photometric, extras = int(page.photometric), tuple(int(e) for e in page.extrasamples)
             tag = page.tags.get(_ORIENTATION_TAG)
             orientation = _valid_orientation(tag.value) if tag is not None else 1
+    except InputError:
+        raise
     except Exception as err:  # tifffile raises many types for damaged files
         raise _bad(path, f"a damaged or unsupported TIFF ({type(err).__name__}: {err})") from None
     if axes == "YX":
@@ -305,20 +344,37 @@ def _decode_tiff(path: Path, data: bytes) -> tuple[Tensor, int, bool]:
     return torch.from_numpy(np.ascontiguousarray(pixels)), depth, alpha, orientation
 
 
-def _decode_pillow(path: Path, data: bytes) -> tuple[Tensor, int, bool, int]:
+def _decode_pillow(path: Path, data: bytes, limit: _PixelLimit) -> tuple[Tensor, int, bool, int]:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with _without_pillow_bomb_check(), Image.open(io.BytesIO(data)) as img:  # open reads the header only
+            limit(*img.size)
             img.load()
             orientation = _valid_orientation(img.getexif().get(_ORIENTATION_TAG, 1))
             alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
             img = img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")
             array = np.asarray(img, dtype=np.float32) / 255.0
+    except InputError:
+        raise
     except Exception as err:  # Pillow raises OSError, ValueError, SyntaxError ...
         raise _bad(path, f"a damaged or unsupported image ({err})") from None
     array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
     return torch.from_numpy(np.ascontiguousarray(array)), 8, alpha, orientation
+
+
+@contextlib.contextmanager
+def _without_pillow_bomb_check() -> Iterator[None]:
+    """Switch off Pillow's own size limit (warning above 89 MP, error above 179 MP) for one read:
+    ``max_pixels`` is the limit, and it may be set above Pillow's."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def write_image(path: str | os.PathLike[str], pixels: Tensor, *, bit_depth: int = 8,

@@ -312,3 +312,66 @@ def test_tiff_and_webp_orientation_is_applied(tmp_path: Path) -> None:
     Image.fromarray(grid).save(tmp_path / "o.webp", lossless=True, exif=_exif_with_orientation(3))
     flipped = torch.from_numpy(grid[::-1, ::-1] / 255.0).float()
     assert torch.equal(read_image(tmp_path / "o.webp").pixels, flipped.expand(3, 6, 9))  # WebP decodes as RGB
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid 16000 x 16000 gray PNG (256 megapixels) of about 249 kB: all-zero rows compress well."""
+    side = 16000
+    compressor, row_block = zlib.compressobj(9), b"\x00" * ((side + 1) * 1000)
+    stream = b"".join(compressor.compress(row_block) for _ in range(side // 1000)) + compressor.flush()
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    path = tmp_path_factory.mktemp("huge") / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", stream)
+                     + _png_chunk(b"IEND", b""))
+    return path
+
+
+def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every pixel decoder of common.images fail the test if it is reached."""
+    def fail(*args: object, **kwargs: object) -> None:
+        pytest.fail("pixel data was decoded before the size check")
+
+    monkeypatch.setattr(images, "_torchvision_decode", fail)
+    monkeypatch.setattr(images.zlib, "decompressobj", fail)
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", fail)
+    monkeypatch.setattr(Image.Image, "load", fail)
+
+
+def test_small_file_claiming_256_megapixels_is_refused_before_decoding(huge_png: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert huge_png.stat().st_size < 300_000
+    assert images.MAX_PIXELS == 200_000_000
+    _no_decoding(monkeypatch)
+    with pytest.raises(InputError, match=r"16000x16000 pixels \(256\.0 megapixels\), over the limit of 200 "
+                                         r"megapixels; raise it with --max-pixels"):
+        read_image(huge_png)
+
+
+def test_pixel_limit_is_checked_from_every_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pixels = _levels(3, 8)  # 17 x 13 = 221 pixels
+    for name in ("a.png", "a.jpg", "a.tif"):
+        write_image(tmp_path / name, pixels)
+    Image.fromarray(np.zeros((13, 17, 3), np.uint8)).save(tmp_path / "a.bmp")
+    Image.fromarray(np.zeros((13, 17, 3), np.uint8)).save(tmp_path / "a.webp", lossless=True)
+    names = ("a.png", "a.jpg", "a.tif", "a.bmp", "a.webp")
+    for name in names:
+        assert read_image(tmp_path / name, max_pixels=221).pixels.shape == (3, 13, 17)
+        assert read_image(tmp_path / name, max_pixels=None).pixels.shape == (3, 13, 17)
+    _no_decoding(monkeypatch)
+    for name in names:
+        with pytest.raises(InputError, match=r"is 17x13 pixels .*over the limit of 0\.00022 megapixels"):
+            read_image(tmp_path / name, max_pixels=220)
+
+
+def test_pillow_formats_above_pillows_own_limit_follow_max_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "a.bmp")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # Pillow would refuse above 1000 pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(tmp_path / "a.bmp").pixels.shape == (1, 40, 50)
+    assert Image.MAX_IMAGE_PIXELS == 500
