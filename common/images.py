@@ -303,8 +303,7 @@ def _jpeg_header(data: bytes) -> tuple[int, tuple[int, int] | None]:
 def _decode_tiff(path: Path, data: bytes, limit: _PixelLimit) -> tuple[Tensor, int, bool, int]:
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            for header in tif.pages:  # IFDs only: no pixel data is read here
-                limit(header.imagewidth, header.imagelength)
+            _check_tiff_pages(path, tif, limit)
             series = tif.series[0]
             page = series.keyframe
             axes, array = series.axes, series.asarray()
@@ -342,6 +341,24 @@ def _decode_tiff(path: Path, data: bytes, limit: _PixelLimit) -> tuple[Tensor, i
     if photometric == 0:  # min-is-white
         pixels = 1.0 - pixels
     return torch.from_numpy(np.ascontiguousarray(pixels)), depth, alpha, orientation
+
+
+def _check_tiff_pages(path: Path, tif: tifffile.TiffFile, limit: _PixelLimit) -> None:
+    """From the IFDs only (no pixel data): refuse an image over the limit and a file of several
+    full-resolution pages (a stack, or pages of different sizes); reduced-resolution previews
+    and transparency masks (NewSubfileType bits 0 and 2) are not counted as images."""
+    sizes = []
+    for page in tif.pages:
+        limit(page.imagewidth, page.imagelength)
+        if not int(page.subfiletype) & 0b101:
+            sizes.append((page.imagewidth, page.imagelength))
+    if len(set(sizes)) > 1:
+        listed = ", ".join(f"{w}x{h}" for w, h in sizes[:4]) + (", ..." if len(sizes) > 4 else "")
+        raise InputError(f"{path} holds {len(sizes)} TIFF pages of different sizes ({listed}); "
+                         "give a single-page TIFF")
+    if len(sizes) > 1:
+        raise InputError(f"{path} holds a stack of {len(sizes)} TIFF pages of {sizes[0][0]}x{sizes[0][1]}; "
+                         "give a single-page TIFF")
 
 
 def _decode_pillow(path: Path, data: bytes, limit: _PixelLimit) -> tuple[Tensor, int, bool, int]:

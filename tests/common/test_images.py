@@ -375,3 +375,27 @@ def test_pillow_formats_above_pillows_own_limit_follow_max_pixels(tmp_path: Path
         warnings.simplefilter("error")
         assert read_image(tmp_path / "a.bmp").pixels.shape == (1, 40, 50)
     assert Image.MAX_IMAGE_PIXELS == 500
+
+
+def test_multi_page_tiff_is_refused_not_read_as_its_first_page(tmp_path: Path) -> None:
+    with tifffile.TiffWriter(tmp_path / "sizes.tif") as tif:
+        tif.write(np.zeros((8, 9), np.uint8))
+        tif.write(np.zeros((5, 6), np.uint8))
+    with tifffile.TiffWriter(tmp_path / "same.tif") as tif:  # two series of one page each
+        tif.write(np.zeros((8, 9), np.uint8))
+        tif.write(np.ones((8, 9), np.uint8))
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((3, 8, 9), np.uint8), photometric="minisblack", metadata=None)
+    with pytest.raises(InputError, match=r"sizes.tif holds 2 TIFF pages of different sizes \(9x8, 6x5\); "
+                                         r"give a single-page TIFF$"):
+        read_image(tmp_path / "sizes.tif")
+    for name, count in (("same.tif", 2), ("stack.tif", 3)):
+        with pytest.raises(InputError, match=rf"{name} holds a stack of {count} TIFF pages of 9x8"):
+            read_image(tmp_path / name)
+
+
+def test_tiff_with_a_reduced_resolution_preview_reads_the_full_image(tmp_path: Path) -> None:
+    full = np.random.default_rng(3).integers(0, 256, (8, 9), dtype=np.uint8)
+    with tifffile.TiffWriter(tmp_path / "preview.tif") as tif:
+        tif.write(full, photometric="minisblack")
+        tif.write(np.zeros((4, 4), np.uint8), photometric="minisblack", subfiletype=1)
+    assert torch.equal(read_image(tmp_path / "preview.tif").pixels, torch.from_numpy(full / 255.0).float()[None])
