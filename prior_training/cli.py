@@ -60,6 +60,7 @@ class PriorTrainingCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - jsonargparse parser
         parser.link_arguments("data.channels", "model.channels")
+        parser.link_arguments("model.sigma_max", "data.sigma_max")  # the device pipeline draws the noise
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/psnr", "checkpoint.mode": "max", "checkpoint.save_last": True,
                              "checkpoint.filename": "best-{step}"})

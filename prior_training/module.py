@@ -14,6 +14,7 @@ from torchvision.utils import make_grid
 from common.bfdncnn import BFDnCNN
 from common.errors import InputError
 from common.prior_files import load_prior
+from prior_training.sampler import SIGMA_MAX, PatchSampler
 
 
 def batch_psnr(estimate: Tensor, reference: Tensor) -> Tensor:
@@ -26,6 +27,10 @@ class GaussianDenoiser(L.LightningModule):
     """Blind Gaussian denoising: clean patches in [0,1], AWGN with sigma ~ U[0, sigma_max]/255
     drawn per patch and added on the device, MSE loss, Adam with cosine decay.
 
+    Training batches come either as clean patches (the DataLoader pipeline; noise is added here) or,
+    with the device pipeline, as a step index: the batch of step ``global_step`` is then drawn from the
+    datamodule's :class:`~prior_training.sampler.PatchSampler`, moved to this module's device at fit start.
+
     Validation: PSNR at each of ``val_sigmas`` (0-255 scale) on held-out images with noise
     fixed by a seed, logged as ``val/psnr_<sigma>`` and their mean ``val/psnr``.
     """
@@ -36,7 +41,7 @@ class GaussianDenoiser(L.LightningModule):
         channels: int = 3,
         depth: int = 20,
         features: int = 64,
-        sigma_max: float = 100.0,
+        sigma_max: float = SIGMA_MAX,
         lr: float = 1e-3,
         lr_final_fraction: float = 0.01,
         val_sigmas: tuple[float, ...] = (15.0, 25.0, 50.0),
@@ -47,6 +52,8 @@ class GaussianDenoiser(L.LightningModule):
         self.save_hyperparameters()
         self.denoiser = BFDnCNN(channels=channels, depth=depth, features=features)
         self.steps_before = 0
+        self.val_psnr: dict[str, float] = {}  # of the last validation; empty before the first one
+        self.patch_sampler: PatchSampler | None = None
         if init_prior is not None:
             self._start_from(Path(init_prior))
 
@@ -58,7 +65,6 @@ class GaussianDenoiser(L.LightningModule):
                              f"set --model.depth {prior.depth} --model.features {prior.features}")
         self.denoiser.load_state_dict(prior.state_dict())
         self.steps_before = meta.steps
-        self.val_psnr: dict[str, float] = {}
 
     def forward(self, noisy: Tensor) -> Tensor:
         return self.denoiser(noisy)
@@ -68,8 +74,25 @@ class GaussianDenoiser(L.LightningModule):
         sigma = torch.rand(clean.shape[0], 1, 1, 1, device=clean.device, dtype=clean.dtype)
         return clean + sigma * (self.hparams.sigma_max / 255.0) * torch.randn_like(clean)
 
-    def training_step(self, clean: Tensor, batch_idx: int) -> Tensor:
-        loss = F.mse_loss(self(self.add_noise(clean)), clean)
+    def on_fit_start(self) -> None:
+        """Device pipeline: move the datamodule's uint8 store to the device Lightning put this module on."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        sampler = getattr(datamodule, "sampler", None)
+        self.patch_sampler = sampler.to(self.device) if isinstance(sampler, PatchSampler) else None
+
+    def training_batch(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """(noisy, clean) of a training batch: drawn by the sampler for a step index (0-d tensor), else
+        the noise is added to the clean patches of the loader."""
+        if batch.ndim == 0:
+            if self.patch_sampler is None:
+                raise RuntimeError("a step-index batch needs the device pipeline's sampler (PatchDataModule)")
+            patches = self.patch_sampler.sample(self.global_step)
+            return patches.noisy, patches.clean
+        return self.add_noise(batch), batch
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        noisy, clean = self.training_batch(batch)
+        loss = F.mse_loss(self(noisy), clean)
         self.log("train/mse", loss, prog_bar=True)
         return loss
 
