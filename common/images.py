@@ -15,8 +15,9 @@ PNG files are checked in Python (chunk CRCs, complete zlib stream, scanline filt
 torchvision sees them: its ``decode_png`` crashes the interpreter (segfault) on corrupt pixel
 data, and reads a colour palette PNG as gray in ``UNCHANGED`` mode, so palettes are decoded as RGB.
 
-Writing is atomic (temporary file in the target folder, then ``os.replace``) and refuses to
-overwrite any path given in ``protect``.
+Writing is atomic (temporary file in the target folder, then ``os.replace``, see
+:mod:`common.publish`) and refuses to overwrite any path given in ``protect``; with
+``group=`` the file joins an :class:`~common.publish.OutputGroup` published all together.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import contextlib
 import io
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from common.errors import InputError
+from common.publish import OutputGroup, write_atomic
 
 MAX_PIXELS = 200_000_000  # default limit of read_image (width x height); the one place of this default
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
@@ -394,13 +395,9 @@ def _without_pillow_bomb_check() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def write_image(path: str | os.PathLike[str], pixels: Tensor, *, bit_depth: int = 8,
-                protect: Sequence[str | os.PathLike[str]] = (), jpeg_quality: int = 95) -> None:
-    """Write (C, H, W) float pixels (clamped to [0, 1], rounded) atomically.
-
-    ``.png``: 8 or 16 bit; ``.tif``/``.tiff``: 8, 16 or 32 (float32); ``.jpg``/``.jpeg``: 8.
-    Parent folders are created. A path that is one of ``protect`` is refused (InputError).
-    """
+def encode_image(path: str | os.PathLike[str], pixels: Tensor, *, bit_depth: int = 8,
+                 jpeg_quality: int = 95) -> bytes:
+    """The file content :func:`write_image` writes for ``path`` (format from its suffix)."""
     path = Path(path)
     suffix = path.suffix.lower()
     allowed = {".png": (8, 16), ".tif": (8, 16, 32), ".tiff": (8, 16, 32), ".jpg": (8,), ".jpeg": (8,)}
@@ -415,25 +412,33 @@ def write_image(path: str | os.PathLike[str], pixels: Tensor, *, bit_depth: int 
     else:
         encoded = np.rint(array * (2**bit_depth - 1)).astype(np.uint8 if bit_depth == 8 else np.uint16)
     if suffix == ".png":
-        data = _encode_png(encoded)
-    elif suffix in (".tif", ".tiff"):
-        buffer = io.BytesIO()
+        return _encode_png(encoded)
+    buffer = io.BytesIO()
+    if suffix in (".tif", ".tiff"):
         tifffile.imwrite(buffer, encoded[..., 0] if encoded.shape[2] == 1 else encoded,
                          photometric="minisblack" if encoded.shape[2] == 1 else "rgb")
-        data = buffer.getvalue()
     else:
         from PIL import Image
 
-        buffer = io.BytesIO()
         Image.fromarray(encoded[..., 0] if encoded.shape[2] == 1 else encoded).save(
             buffer, "JPEG", quality=jpeg_quality)
-        data = buffer.getvalue()
-    _atomic_write(path, data, protect)
+    return buffer.getvalue()
 
 
-def write_array(path: str | os.PathLike[str], array: Tensor, *,
-                protect: Sequence[str | os.PathLike[str]] = ()) -> None:
-    """Write a float map (any shape, e.g. an uncertainty map) as float32 ``.npy`` or ``.tif``."""
+def write_image(path: str | os.PathLike[str], pixels: Tensor, *, bit_depth: int = 8,
+                protect: Sequence[str | os.PathLike[str]] = (), jpeg_quality: int = 95,
+                group: OutputGroup | None = None) -> None:
+    """Write (C, H, W) float pixels (clamped to [0, 1], rounded) atomically.
+
+    ``.png``: 8 or 16 bit; ``.tif``/``.tiff``: 8, 16 or 32 (float32); ``.jpg``/``.jpeg``: 8.
+    Parent folders are created. A path that is one of ``protect`` is refused (InputError).
+    With ``group`` the file is only staged there, and appears when the group is published.
+    """
+    _publish(path, encode_image(path, pixels, bit_depth=bit_depth, jpeg_quality=jpeg_quality), protect, group)
+
+
+def encode_array(path: str | os.PathLike[str], array: Tensor) -> bytes:
+    """The file content :func:`write_array` writes for ``path`` (``.npy`` or ``.tif``, float32)."""
     path = Path(path)
     values = array.detach().to("cpu", torch.float32).numpy()
     buffer = io.BytesIO()
@@ -443,7 +448,21 @@ def write_array(path: str | os.PathLike[str], array: Tensor, *,
         tifffile.imwrite(buffer, values, photometric="minisblack")
     else:
         raise InputError(f"cannot write array {path}: use a .npy or .tif file name")
-    _atomic_write(path, buffer.getvalue(), protect)
+    return buffer.getvalue()
+
+
+def write_array(path: str | os.PathLike[str], array: Tensor, *,
+                protect: Sequence[str | os.PathLike[str]] = (), group: OutputGroup | None = None) -> None:
+    """Write a float map (any shape, e.g. an uncertainty map) as float32 ``.npy`` or ``.tif``."""
+    _publish(path, encode_array(path, array), protect, group)
+
+
+def _publish(path: str | os.PathLike[str], data: bytes, protect: Sequence[str | os.PathLike[str]],
+             group: OutputGroup | None) -> None:
+    if group is None:
+        write_atomic(path, data, protect=protect)
+    else:
+        group.add(path, data, protect=protect)
 
 
 def _as_hwc(pixels: Tensor) -> np.ndarray:
@@ -482,36 +501,6 @@ def _encode_png(array: np.ndarray) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, depth, 0 if channels == 1 else 2, 0, 0, 0)
     return (_PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
             + chunk(b"IEND", b""))
-
-
-def _atomic_write(path: Path, data: bytes, protect: Sequence[str | os.PathLike[str]]) -> None:
-    target = path.resolve()
-    for item in protect:
-        other = Path(item)
-        if target == other.resolve() or (path.exists() and other.exists() and os.path.samefile(path, other)):
-            raise InputError(f"refusing to overwrite the input {other} with {path}; choose another output")
-    if path.is_dir():
-        raise InputError(f"cannot write {path}: it is a directory; give a file name")
-    temp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-        temp = None
-    except OSError as err:
-        raise InputError(f"cannot write {path}: {err.strerror or err}; check the folder is writable") from None
-    finally:
-        if temp is not None and os.path.exists(temp):
-            os.unlink(temp)
-
-
-_UMASK = os.umask(0o022)  # read the process umask once (it can only be read by setting it) ...
-os.umask(_UMASK)  # ... and put it back at once
 
 
 def to_8bit(pixels: Tensor) -> Tensor:

@@ -14,7 +14,6 @@ import hashlib
 import importlib.resources
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from common.bfdncnn import BFDnCNN, bfdncnn_from_reference, is_reference_state_dict
 from common.errors import InputError
+from common.publish import write_atomic
 from common.safe_load import load_weights
 
 FORMAT = "scoredvi-prior/1"
@@ -97,13 +97,8 @@ def publish(tmp: str, path: Path) -> None:
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON through a temp file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    publish(tmp, path)
+    """Write JSON (sorted keys, indented, trailing newline) atomically (:func:`common.publish.write_atomic`)."""
+    write_atomic(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 def export_prior(model: BFDnCNN, path: Path, meta: PriorMeta, *, manifest: bool = True) -> str:
@@ -114,11 +109,7 @@ def export_prior(model: BFDnCNN, path: Path, meta: PriorMeta, *, manifest: bool 
     """
     state = {key: value.detach().float().cpu().contiguous() for key, value in model.state_dict().items()}
     payload = {"format": FORMAT, "state_dict": state, "meta": meta.__dict__ | {"sigma_range": list(meta.sigma_range)}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    torch.save(payload, tmp)
-    publish(tmp, path)
+    write_atomic(path, lambda handle: torch.save(payload, handle))
     digest = sha256_of(path)
     if manifest:
         entries = read_manifest(path.parent)
