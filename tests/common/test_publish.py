@@ -109,6 +109,8 @@ def test_check_writable_reports_each_impossible_path_and_creates_nothing(tmp_pat
     for paths, message in cases:
         with pytest.raises(InputError, match=message):
             check_writable(paths, protect=[noisy])
+    with pytest.raises(InputError, match=r"file is a file, not a folder; choose another output path$"):
+        write_image(tmp_path / "file" / "sub" / "out.png", torch.zeros(1, 2, 2))  # not "File exists"
     assert _listing(tmp_path) == ["file", "folder", "noisy.png"]
 
 
