@@ -47,5 +47,5 @@ def read_checkpoint(path: Path, *, option: str = "checkpoint") -> dict[str, Any]
             else f"damaged or not a torch file: {type(err).__name__}"
         raise InputError(f"cannot read {option} {path} ({reason}); {hint}") from None
     if not isinstance(raw, dict) or not all(key in raw for key in LIGHTNING_KEYS):
-        raise InputError(f"{option} {path} is not a Lightning checkpoint (no state_dict/version); {hint}")
+        raise InputError(f"{option} {path} is not a prior_training checkpoint (no Lightning state_dict/version); {hint}")
     return raw

@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from common.errors import InputError, exit_on_input_error
 from common.prior_files import PriorMeta, export_prior
 from common.trainer import RUNS_DIR, quiet_lightning, resolve_precision
+from prior_training.checkpoints import read_checkpoint, safe_checkpoint_globals
 from prior_training.data import PatchDataModule
 from prior_training.module import GaussianDenoiser
 
@@ -106,12 +107,8 @@ def run_lightning(argv: list[str]) -> None:
 
 def export(checkpoint: Path, out: Path, *, training_data: str | None = None) -> str:
     """Write the denoiser of a Lightning checkpoint as a small prior file; return its sha256."""
-    import torch
-
-    if not checkpoint.is_file():
-        raise InputError(f"checkpoint {checkpoint} does not exist; pass a .ckpt written by 'fit'")
+    raw = read_checkpoint(checkpoint)
     try:
-        raw = torch.load(checkpoint, map_location="cpu", weights_only=False)
         hparams = {key: value for key, value in raw["hyper_parameters"].items()
                    if not key.startswith("_") and key != "init_prior"}
         module = GaussianDenoiser(**hparams)

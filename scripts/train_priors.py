@@ -1,39 +1,55 @@
 """Train the six shipped priors (RGB and grayscale x corpus groups A, B, C) round-robin, resumable.
 
-Each round gives every prior ``--minutes`` of training (Lightning ``max_time``), resuming from its
-``last.ckpt``; after each round the prior is exported into ``checkpoints/`` (sha256 manifest).
+Each round gives every prior ``--minutes`` of training (Lightning ``max_time``; or ``--budget`` minutes
+for all of them, split evenly, RGB first: photos are the main use), resuming from its ``last.ckpt``;
+after each round the prior is exported into ``--out`` (default ``checkpoints/``, sha256 manifest).
+Without a ``last.ckpt`` a prior starts from its exported file in ``--init`` (default ``--out``).
 Run it again (next session) to keep improving them. Needs the corpus of scripts/build_corpus.py.
 
+The default recipe is the BF-CNN one (Mohan et al., ICLR 2020): 50x50 patches, batch 128, the
+training images at scales 1, 0.9, 0.8, 0.7, all 8 flips/rotations, sigma ~ U[0, 100] (0-255 scale), Adam
+1e-3 with cosine decay to 1e-5 over ``--max-steps``; batches come from the device-resident sampler
+(``--data.pipeline auto``). Set ``--max-steps`` to what the time budget allows, so that the decay ends
+with the budget.
+
     python scripts/train_priors.py --corpus data/corpus --rounds 1 --minutes 15
+    python scripts/train_priors.py --budget 60 --only A-rgb --out runs/candidates --init checkpoints --lr 2e-4
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from prior_training.sampler import BFCNN_SCALES
+
 GROUPS = {"A": "animals (gcompris)", "B": "outdoor scenes (wallpapers, monuments)", "C": "objects, people, misc"}
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Batch and loader settings of one training run (the defaults suit 2 CPU cores).
+    """Batch, data and precision settings of one training run (defaults: the BF-CNN recipe, see the top).
 
     A batch is ``images_per_batch * patches_per_image`` patches of ``patch_size`` pixels;
-    validation (and ``last.ckpt``) every ``val_every`` steps; ``quiet`` turns the progress bar off
-    (for runs whose output goes to a log file).
+    ``pipeline``/``scales``/``workers`` are PatchDataModule's; validation (and ``last.ckpt``) every
+    ``val_every`` steps; ``precision`` a Lightning precision or ``auto``; ``quiet`` turns the progress bar
+    off (for runs whose output goes to a log file).
     """
 
-    patch_size: int = 48
-    images_per_batch: int = 4
-    patches_per_image: int = 4
+    patch_size: int = 50
+    images_per_batch: int = 16
+    patches_per_image: int = 8
     workers: int = 1
-    val_every: int = 50
+    val_every: int = 500
+    pipeline: str = "auto"
+    scales: tuple[float, ...] = BFCNN_SCALES
+    precision: str = "auto"
     quiet: bool = False
 
 
@@ -61,11 +77,11 @@ def group_folders(corpus: Path, work: Path) -> dict[str, Path]:
 
 def trained_seconds(checkpoint: Path) -> float:
     """Training time already spent, from the Timer state Lightning keeps in ``checkpoint`` (0 if none)."""
-    import torch
+    from prior_training.checkpoints import read_checkpoint
 
     if not checkpoint.is_file():
         return 0.0
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False).get("callbacks", {})
+    state = read_checkpoint(checkpoint, option="last checkpoint").get("callbacks", {})
     timers = [value for key, value in state.items() if "Timer" in key]
     return float(timers[0]["time_elapsed"]["train"]) if timers else 0.0
 
@@ -95,7 +111,9 @@ def train_command(key: str, folders: dict[str, Path], *, minutes: float, runs: P
                "--channels", "1" if channels == "gray" else "3", "--data.patch_size", str(recipe.patch_size),
                "--data.images_per_batch", str(recipe.images_per_batch),
                "--data.patches_per_image", str(recipe.patches_per_image), "--data.val_crop", "128",
-               "--data.num_workers", str(recipe.workers), "--trainer.max_steps", str(max_steps),
+               "--data.num_workers", str(recipe.workers), "--data.pipeline", recipe.pipeline,
+               "--data.scales", json.dumps(list(recipe.scales)), "--precision", recipe.precision,
+               "--trainer.max_steps", str(max_steps),
                "--trainer.val_check_interval", str(recipe.val_every),
                "--trainer.max_time", as_max_time(trained_seconds(last) + 60 * minutes),
                "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.version", name]
@@ -129,44 +147,67 @@ def run_all(commands: dict[str, list[str]], *, parallel: bool, logs: Path | None
             output.close()
 
 
+def prior_file(folder: Path, key: str) -> Path:
+    """The exported prior of ``key`` (e.g. ``A-rgb`` -> ``folder/bfdncnn_rgb_a.pt``)."""
+    group, channels = key.split("-")
+    return folder / f"bfdncnn_{channels}_{group.lower()}.pt"
+
+
+def minutes_per_run(*, minutes: float, budget: float | None, keys: list[str], parallel: bool) -> float:
+    """Training minutes of each prior and round: ``budget`` (all priors together) split evenly over the
+    sequential runs (all at once with ``parallel``), else ``minutes``."""
+    if budget is None:
+        return minutes
+    return budget if parallel else budget / len(keys)
+
+
 def main() -> None:
     from prior_training.cli import export
 
+    defaults = Recipe()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     parser.add_argument("--work", type=Path, default=Path("data/prior_groups"))
     parser.add_argument("--runs", type=Path, default=Path("runs"))
-    parser.add_argument("--out", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--out", type=Path, default=Path("checkpoints"), help="where the exported priors go")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="exported priors to start from when a prior has no last.ckpt (default: --out)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--minutes", type=float, default=15, help="training time per prior and round")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="training minutes per round for all priors together (overrides --minutes)")
     parser.add_argument("--max-steps", type=int, default=20000, help="length of the cosine schedule")
     parser.add_argument("--only", nargs="*", default=None, help="e.g. A-rgb B-gray")
     parser.add_argument("--lr", type=float, default=None,
                         help="a separate run at this learning rate from the exported priors (e.g. a low-rate phase)")
     parser.add_argument("--parallel", action="store_true", help="train all priors at once (a GPU)")
     parser.add_argument("--logs", type=Path, default=None, help="write each training's output to LOGS/<key>.log")
-    parser.add_argument("--patch-size", type=int, default=Recipe.patch_size)
-    parser.add_argument("--images-per-batch", type=int, default=Recipe.images_per_batch)
-    parser.add_argument("--patches-per-image", type=int, default=Recipe.patches_per_image)
-    parser.add_argument("--workers", type=int, default=Recipe.workers, help="data-loader processes per training")
-    parser.add_argument("--val-every", type=int, default=Recipe.val_every, help="validate and checkpoint every N steps")
+    parser.add_argument("--patch-size", type=int, default=defaults.patch_size)
+    parser.add_argument("--images-per-batch", type=int, default=defaults.images_per_batch)
+    parser.add_argument("--patches-per-image", type=int, default=defaults.patches_per_image)
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="data-loader processes (loader pipeline)")
+    parser.add_argument("--val-every", type=int, default=defaults.val_every, help="validate and checkpoint every N steps")
+    parser.add_argument("--pipeline", choices=["auto", "device", "loader"], default=defaults.pipeline)
+    parser.add_argument("--scales", type=float, nargs="+", default=list(defaults.scales))
+    parser.add_argument("--precision", default=defaults.precision, help="e.g. bf16-mixed (auto: by hardware)")
     args = parser.parse_args()
     recipe = Recipe(patch_size=args.patch_size, images_per_batch=args.images_per_batch,
                     patches_per_image=args.patches_per_image, workers=args.workers, val_every=args.val_every,
+                    pipeline=args.pipeline, scales=tuple(args.scales), precision=args.precision,
                     quiet=args.logs is not None)
     folders = group_folders(args.corpus, args.work)
-    keys = args.only or [f"{g}-{c}" for c in ("rgb", "gray") for g in GROUPS]
-    exported = {key: args.out / f"bfdncnn_{key.split('-')[1]}_{key.split('-')[0].lower()}.pt" for key in keys}
+    keys = args.only or [f"{g}-{c}" for c in ("rgb", "gray") for g in GROUPS]  # RGB first
+    minutes = minutes_per_run(minutes=args.minutes, budget=args.budget, keys=keys, parallel=args.parallel)
     together = [keys] if args.parallel else [[key] for key in keys]  # sequential: export each as it finishes
     for _ in range(args.rounds):
         for batch in together:
-            planned = {key: train_command(key, folders, minutes=args.minutes, runs=args.runs,
-                                          max_steps=args.max_steps, exported=exported[key], lr=args.lr, recipe=recipe)
+            planned = {key: train_command(key, folders, minutes=minutes, runs=args.runs, max_steps=args.max_steps,
+                                          exported=prior_file(args.init or args.out, key), lr=args.lr, recipe=recipe)
                        for key in batch}
             run_all({key: command for key, (command, _) in planned.items()}, parallel=args.parallel, logs=args.logs)
             for key, (_, last) in planned.items():
                 group, channels = key.split("-")
-                out = exported[key]
+                out = prior_file(args.out, key)
                 digest = export(last, out, training_data=f"open-photo corpus group {group}: {GROUPS[group]} "
                                 f"({'grayscale (BT.601)' if channels == 'gray' else 'RGB'}), see checkpoints/CORPUS.csv")
                 print(f"wrote {out} (sha256 {digest})")
