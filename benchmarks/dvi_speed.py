@@ -1,7 +1,7 @@
 """Stage-2 speed: ms per ScoreDVI step and s per image (x steps) by image size, peak memory, and the
 kernel-launching operators per step (what bounds small images on a GPU).
 
-Runs the real training step of :class:`dvi.module.ScoreDVI` (forward of the four nets, K prior
+Runs the real training step of :class:`dvi.fitting.module.ScoreDVI` (forward of the four nets, K prior
 calls on M samples, ELBO, backward, Adam) in a plain loop on a synthetic noisy image; prior weights
 do not change the cost, so untrained 20-layer BF-DnCNNs stand in when --priors is not given.
 ``--compare A B`` runs two configurations alternately in one process and prints their ratio.
@@ -31,8 +31,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.timing import AUTOCAST, autocast, seconds_per_step
 from common.bfdncnn import BFDnCNN
 from common.prior_files import load_priors
-from dvi.fit import FitSettings, Preset, build_module, fit_precision
-from dvi.module import ScoreDVI, standalone
+from dvi.fitting.fit import FitSettings, Preset, build_module, fit_precision
+from dvi.fitting.module import ScoreDVI, standalone
 
 
 def parse_overrides(text: str) -> dict[str, object]:

@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from common.bfdncnn import BFDnCNN
-from dvi.fit import FitSettings, fit_image
-from dvi.noise_level import analyse_noise
+from dvi.fitting.fit import FitSettings, fit_image
+from dvi.method.noise_level import analyse_noise
 
 ROOT = str(Path(__file__).resolve().parents[1])
 

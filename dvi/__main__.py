@@ -1,3 +1,3 @@
-from dvi.cli import main
+from dvi.interface.cli import main
 
 main()

@@ -5,12 +5,12 @@ import dataclasses
 import pytest
 import torch
 
-import dvi.module
+import dvi.fitting.module
 from common.prior_files import load_prior
-from dvi.fit import build_module, fit_image, fit_images
-from dvi.noise_level import NoiseClass, NoiseLevel
-from dvi.score import expected_log_prior_surrogate
-from dvi.variational import StackedNets, seeded_nets
+from dvi.fitting.fit import build_module, fit_image, fit_images
+from dvi.method.noise_level import NoiseClass, NoiseLevel
+from dvi.method.score import expected_log_prior_surrogate
+from dvi.method.variational import StackedNets, seeded_nets
 from tests.dvi.test_fit import SMALL, noisy_pair
 
 SIZES = dict(channels=3, components=2, unet_base=8, unet_depth=2, aux_layers=3, aux_features=8)
@@ -85,14 +85,14 @@ def test_a_diverging_image_does_not_disturb_the_others(tiny_priors, monkeypatch)
     settings = dataclasses.replace(SMALL, steps=4, precision="64-true")
     images = [noisy_pair(seed=s)[1].double() for s in (3, 5)]
     alone = fit_image(images[0], [prior], settings)
-    real = dvi.module.negative_elbo
+    real = dvi.fitting.module.negative_elbo
 
     def nan_for_second_image(**kwargs):  # the loss is computed for all images of the batch in one call
         terms = real(**kwargs)
         hit = torch.tensor([torch.equal(y, images[1]) and torch.initial_seed() == settings.seed for y in kwargs["y"]])
         return dataclasses.replace(terms, total=torch.where(hit, float("nan"), terms.total))
 
-    monkeypatch.setattr(dvi.module, "negative_elbo", nan_for_second_image)
+    monkeypatch.setattr(dvi.fitting.module, "negative_elbo", nan_for_second_image)
     first, second = fit_images(images, [prior], settings)
     torch.testing.assert_close(first.denoised, alone.denoised, rtol=0, atol=1e-8)
     assert first.restarts == 0 and second.restarts == 1 and second.seed == settings.seed + 1
@@ -141,7 +141,7 @@ def test_priors_are_stored_in_the_autocast_dtype_with_the_same_result(tiny_prior
     y = torch.rand(2, 3, 32, 32)
 
     def one_step(keep_float32: bool) -> tuple[torch.Tensor, list[torch.Tensor], torch.dtype]:
-        module = dvi.module.standalone(build_module(SMALL, [prior, prior], y, seeds=[0, 1]), device="cpu")
+        module = dvi.fitting.module.standalone(build_module(SMALL, [prior, prior], y, seeds=[0, 1]), device="cpu")
         if keep_float32:
             monkeypatch.setattr(module, "_priors_in_autocast_dtype", lambda: None)
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):

@@ -16,13 +16,13 @@ import tifffile
 import torch
 from PIL import Image
 
-import dvi.cli
-import dvi.large
-import dvi.module
+import dvi.interface.cli
+import dvi.fitting.large
+import dvi.fitting.module
 from common.images import read_image, write_image
 from common.metrics import psnr
 from common.prior_files import MANIFEST_NAME
-from dvi.cli import main
+from dvi.interface.cli import main
 from tests.conftest import error_lines, one_error_line, smooth_image
 
 FAST = ["--steps", "2", "--components", "1", "--mc-samples", "1", "--device", "cpu", "--restart-sigma", "10"]
@@ -115,7 +115,7 @@ def test_output_bit_depth_follows_input_and_format(tiny_priors, tmp_path, capsys
                                 noise=SimpleNamespace(delta=25.0, weight=1.0), beta0=0.01, seconds=0.0, restarts=0)
                 for noisy in images]
 
-    monkeypatch.setattr(dvi.large, "fit_images", fake_fit)
+    monkeypatch.setattr(dvi.fitting.large, "fit_images", fake_fit)
     noisy, _ = noisy_clean(4)
     write_image(tmp_path / "float.tif", noisy, bit_depth=32)
     for output, depth in (("a.png", 16), ("b.tif", 32), ("c.jpg", 8)):
@@ -237,14 +237,14 @@ def test_argparse_errors_exit_2(tiny_priors, tmp_path, capsys):
 
 def test_nan_loss_retries_with_new_seed_then_reports_divergence(tiny_priors, tmp_path, capsys, monkeypatch):
     noisy, _ = write_pair(tmp_path)
-    real, calls = dvi.module.negative_elbo, []
+    real, calls = dvi.fitting.module.negative_elbo, []
 
     def nan_elbo(**kwargs):
         calls.append(torch.initial_seed())
         terms = real(**kwargs)
         return dataclasses.replace(terms, total=terms.total * float("nan"))
 
-    monkeypatch.setattr(dvi.module, "negative_elbo", nan_elbo)
+    monkeypatch.setattr(dvi.fitting.module, "negative_elbo", nan_elbo)
     line = refused(["denoise", "--image", str(noisy), "--priors", str(tiny_priors[3]), *FAST, "--seed", "7",
                     "--output", "out/result.png"], tmp_path, capsys)
     assert "diverged" in line and "--seed" in line

@@ -5,7 +5,7 @@ import math
 import torch
 from torch.distributions import Categorical, Dirichlet, Gamma, Normal, kl_divergence
 
-from dvi.elbo import (
+from dvi.method.elbo import (
     Hyperpriors,
     l1_likelihood,
     l2_closed_form,

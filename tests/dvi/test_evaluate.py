@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import dvi.cli
-import dvi.large
+import dvi.interface.cli
+import dvi.fitting.large
 from common.images import read_image, write_image
 from common.metrics import psnr
-from dvi.cli import main
-from dvi.evaluate import COLUMNS
+from dvi.interface.cli import main
+from dvi.interface.evaluate import COLUMNS
 from tests.conftest import one_error_line as shared_one_error_line
 from tests.conftest import smooth_image
 
@@ -46,13 +46,13 @@ def summary_rows(out: str) -> dict[str, list[str]]:
 
 def count_fits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the runs of each image fitted (one per image of a batch)."""
-    names, real = [], dvi.large.fit_images
+    names, real = [], dvi.fitting.large.fit_images
 
     def counting(images, *args, name=None, **kwargs):
         names.extend([name] * len(images))
         return real(images, *args, name=name, **kwargs)
 
-    monkeypatch.setattr(dvi.large, "fit_images", counting)
+    monkeypatch.setattr(dvi.fitting.large, "fit_images", counting)
     return names
 
 

@@ -9,9 +9,9 @@ from lightning.pytorch.callbacks import Callback
 import common.trainer
 from common.metrics import psnr
 from common.prior_files import load_prior
-from dvi.fit import FitSettings, fit_image
-from dvi.module import ScoreDVI
-from dvi.noise_level import analyse_noise, auto_beta0
+from dvi.fitting.fit import FitSettings, fit_image
+from dvi.fitting.module import ScoreDVI
+from dvi.method.noise_level import analyse_noise, auto_beta0
 from tests.conftest import smooth_image
 
 SMALL = FitSettings(steps=100, lr=3e-3, restart_sigma=10.0, components=2, mc_samples=2, unet_base=16, unet_depth=2, aux_features=16,

@@ -5,15 +5,15 @@ import dataclasses
 import pytest
 import torch
 
-import dvi.large
+import dvi.fitting.large
 from common.images import read_image, write_image
 from common.prior_files import load_prior
-from dvi.cli import build_parser, main, settings_from
-from dvi.fit import FAST, FitSettings
-from dvi.large import Budget, fit_tiled
-from dvi.memory import bytes_per_pixel, fit_memory_bytes, images_that_fit, largest_tile
-from dvi.noise_level import analyse_noise
-from dvi.tiling import plan_tiles
+from dvi.interface.cli import build_parser, main, settings_from
+from dvi.fitting.fit import FAST, FitSettings
+from dvi.fitting.large import Budget, fit_tiled
+from dvi.fitting.memory import bytes_per_pixel, fit_memory_bytes, images_that_fit, largest_tile
+from dvi.method.noise_level import analyse_noise
+from dvi.fitting.tiling import plan_tiles
 from tests.conftest import one_error_line, smooth_image
 from tests.dvi.test_fit import SMALL, noisy_pair
 
@@ -21,14 +21,14 @@ CLI_FAST = ["--steps", "2", "--components", "1", "--mc-samples", "1", "--device"
 
 
 def record_fits(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
-    """Each call of fit_images made by dvi.large: its image shapes and noise levels."""
-    calls, real = [], dvi.large.fit_images
+    """Each call of fit_images made by dvi.fitting.large: its image shapes and noise levels."""
+    calls, real = [], dvi.fitting.large.fit_images
 
     def recording(images, *args, noise=None, **kwargs):
         calls.append({"shapes": [tuple(x.shape) for x in images], "noise": noise, "image_every": args[1].image_every})
         return real(images, *args, noise=noise, **kwargs)
 
-    monkeypatch.setattr(dvi.large, "fit_images", recording)
+    monkeypatch.setattr(dvi.fitting.large, "fit_images", recording)
     return calls
 
 

@@ -1,4 +1,4 @@
-"""Tests for dvi.noise_level: noise-level estimate (0..255 scale) and the lambda / beta0 schedule."""
+"""Tests for dvi.method.noise_level: noise-level estimate (0..255 scale) and the lambda / beta0 schedule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from skimage import data
 
 from common.errors import InputError
-from dvi.noise_level import (
+from dvi.method.noise_level import (
     NoiseClass,
     NoiseLevel,
     analyse_noise,
@@ -210,7 +210,7 @@ def test_analyse_noise_combines_everything() -> None:
 # Everything else (unshuffle by slicing, patches, gradient energy, selection, per-sub-image
 # scatter, leave-one-out pooling, weakest axis, projections, constrained ML fit) is rewritten.
 
-from dvi.noise_level import PATCH, NoiseModelFit, _gamma_threshold
+from dvi.method.noise_level import PATCH, NoiseModelFit, _gamma_threshold
 
 
 def _ref_patch_stats(sub: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 import torch
 
-from dvi.score import ScoreGradient, expected_log_prior_surrogate, prior_scores
+from dvi.method.score import ScoreGradient, expected_log_prior_surrogate, prior_scores
 
 
 def test_forward_is_identity_and_backward_multiplies_by_score():

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dvi.tiling import Tile, blend_weights, denoise_tiled, plan_tiles, tile_for_memory
+from dvi.fitting.tiling import Tile, blend_weights, denoise_tiled, plan_tiles, tile_for_memory
 
 SIZES = [(70, 90), (32, 32), (33, 100), (20, 50), (64, 64), (1, 1), (100, 41)]
 

@@ -13,9 +13,9 @@ from common.errors import InputError, exit_on_input_error
 from common.images import read_image, write_array, write_image
 from common.metrics import score
 from common.prior_files import PriorFormat, prior_loader
-from dvi.fit import FAST, FitResult, FitSettings, Preset, settings_with
-from dvi.large import Budget, fit_many
-from dvi.noise_level import analyse_noise
+from dvi.fitting.fit import FAST, FitResult, FitSettings, Preset, settings_with
+from dvi.fitting.large import Budget, fit_many
+from dvi.method.noise_level import analyse_noise
 
 
 def beta0_value(text: str) -> float | None:
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_options(d)
     d.set_defaults(run=denoise)
     e = commands.add_parser("evaluate", help="denoise noisy/clean pairs and tabulate PSNR/SSIM")
-    from dvi.evaluate import add_evaluate_arguments, evaluate
+    from dvi.interface.evaluate import add_evaluate_arguments, evaluate
 
     add_evaluate_arguments(e)
     add_fit_options(e)

@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.bfdncnn import BFDnCNN
 from common.metrics import ssim
-from dvi.elbo import Hyperpriors, LossTerms, negative_elbo
-from dvi.score import expected_log_prior_surrogate
-from dvi.variational import StackedNets, seeded_nets
+from dvi.method.elbo import Hyperpriors, LossTerms, negative_elbo
+from dvi.method.score import expected_log_prior_surrogate
+from dvi.method.variational import StackedNets, seeded_nets
 
 NOISE_STREAM = 1_000_003  # offset of the Monte-Carlo noise seed from the initialisation seed
 

@@ -114,8 +114,8 @@ def summarise(table: Path, console: Console) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from dvi.cli import budget_from, run_name, settings_from
-    from dvi.large import fit_many
+    from dvi.interface.cli import budget_from, run_name, settings_from
+    from dvi.fitting.large import fit_many
 
     if args.list is not None:
         pairs = read_pair_list(args.list)

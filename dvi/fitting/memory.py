@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from common.bfdncnn import BFDnCNN
-from dvi.fit import FitSettings, build_module, variational_nets
-from dvi.module import standalone
-from dvi.tiling import tile_for_memory
+from dvi.fitting.fit import FitSettings, build_module, variational_nets
+from dvi.fitting.module import standalone
+from dvi.fitting.tiling import tile_for_memory
 
 PROBE_SIDE = 64
 SAFETY = 1.25  # allocator fragmentation and workspace on top of what is counted

@@ -15,10 +15,10 @@ from torch import Tensor
 from common.bfdncnn import BFDnCNN
 from common.errors import InputError
 from common.trainer import build_trainer, resolve_precision
-from dvi.elbo import Hyperpriors
-from dvi.module import ScoreDVI, steps_loader
-from dvi.noise_level import MIN_SIDE, NoiseLevel, analyse_noise
-from dvi.variational import VariationalNets
+from dvi.method.elbo import Hyperpriors
+from dvi.fitting.module import ScoreDVI, steps_loader
+from dvi.method.noise_level import MIN_SIDE, NoiseLevel, analyse_noise
+from dvi.method.variational import VariationalNets
 
 
 @dataclass(frozen=True)

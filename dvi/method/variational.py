@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from dvi.nets import OmegaNet, PhiNet, XNet, ZNet
+from dvi.method.nets import OmegaNet, PhiNet, XNet, ZNet
 
 
 class VariationalNets(nn.Module):

@@ -1,8 +1,8 @@
 """Large images and many images: tile sizes and batch sizes from a memory budget, tiled fits.
 
-A photo too big for one fit is cut into overlapping tiles (:mod:`dvi.tiling`); each tile is fitted
+A photo too big for one fit is cut into overlapping tiles (:mod:`dvi.fitting.tiling`); each tile is fitted
 as its own image, with the noise level estimated once on the whole photo, several same-sized
-tiles at a time, and the results are blended. Budgets come from :mod:`dvi.memory`.
+tiles at a time, and the results are blended. Budgets come from :mod:`dvi.fitting.memory`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from torch import Tensor
 
 from common.bfdncnn import BFDnCNN
 from common.errors import InputError
-from dvi.fit import FitResult, FitSettings, check_size, fit_images
-from dvi.memory import available_memory_gb, images_that_fit, largest_tile
-from dvi.noise_level import MIN_SIDE, analyse_noise
-from dvi.tiling import denoise_tiled, plan_tiles
+from dvi.fitting.fit import FitResult, FitSettings, check_size, fit_images
+from dvi.fitting.memory import available_memory_gb, images_that_fit, largest_tile
+from dvi.method.noise_level import MIN_SIDE, analyse_noise
+from dvi.fitting.tiling import denoise_tiled, plan_tiles
 
 USABLE = 0.9  # share of the free memory a fit may plan to use
 
