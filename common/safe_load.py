@@ -48,8 +48,8 @@ def describe_load_error(path: Path, err: BaseException, *, what: str, hint: str)
     """The one line for a failed weights-only load of ``path`` (torch's text is never cut into it)."""
     blocked = _BLOCKED_GLOBAL.search(str(err))
     if blocked:
-        return (f"{what} {path} names the Python object {blocked.group(1)}, not only tensors; it was not "
-                f"loaded because unpickling it could run code; {hint}")
+        return (f"cannot read {what} {path}: it names the Python object {blocked.group(1)}, not only tensors, "
+                f"and was not loaded because unpickling it could run code; {hint}")
     if not path.stat().st_size:
-        return f"{what} {path} is empty (0 bytes); {hint}"
-    return f"{what} {path} is corrupt, truncated or not a torch file ({type(err).__name__}); {hint}"
+        return f"cannot read {what} {path}: it is empty (0 bytes); {hint}"
+    return f"cannot read {what} {path}: it is corrupt, truncated or not a torch file ({type(err).__name__}); {hint}"
