@@ -15,7 +15,6 @@ do not change the cost, so untrained 20-layer BF-DnCNNs stand in when --priors i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import platform
 import resource
 import time
@@ -31,30 +30,42 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.timing import AUTOCAST, autocast, seconds_per_step
 from common.bfdncnn import BFDnCNN
 from common.prior_files import load_priors
-from dvi.fitting.fit import FitSettings, Preset, build_module, fit_precision
+from common.errors import InputError
+from dvi.config import AUTO, OPTIONS, PRESETS, Config, load_preset
+from dvi.fitting.fit import build_module, fit_precision
 from dvi.fitting.module import ScoreDVI, standalone
 
 
 def parse_overrides(text: str) -> dict[str, object]:
-    """``"mc_samples=2,unet_base=32"`` -> FitSettings field overrides (typed like the defaults)."""
-    fields = {f.name: f for f in dataclasses.fields(FitSettings)}
+    """``"mc_samples=2,unet_width=32"`` -> configuration overrides by flat name (:data:`dvi.config.OPTIONS`),
+    typed like the option (ranges are checked when applied)."""
     out: dict[str, object] = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        if key not in fields:
-            raise SystemExit(f"error: unknown setting {key!r}; choose from {', '.join(fields)}")
-        default = getattr(FitSettings(), key)
+        if key not in OPTIONS:
+            raise SystemExit(f"error: unknown setting {key!r}; choose from {', '.join(OPTIONS)}")
+        kind = OPTIONS[key].check.kind  # type: ignore[attr-defined]
         try:
-            if isinstance(default, bool):
+            if value == AUTO:
+                out[key] = AUTO
+            elif kind is bool:
                 out[key] = {"1": True, "true": True, "0": False, "false": False}[value.lower()]
             else:
-                out[key] = type(default if default is not None else 0.0)(value)
+                out[key] = kind(value)
         except (KeyError, ValueError):
-            raise SystemExit(f"error: setting {key}={value}: expected a value like {default!r}") from None
+            raise SystemExit(f"error: setting {key}={value}: expected a value like {OPTIONS[key].default!r}") from None
     return out
 
 
-def build(settings: FitSettings, y: torch.Tensor, *, priors: list[BFDnCNN],
+def configured(base: Config, text: str) -> Config:
+    """``base`` with the overrides of ``text``; a value out of range is one error line."""
+    try:
+        return base.replace(**parse_overrides(text))
+    except InputError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def build(settings: Config, y: torch.Tensor, *, priors: list[BFDnCNN],
           device: str) -> tuple[ScoreDVI, torch.optim.Optimizer]:
     """A ScoreDVI module fitting the images ``y`` (B, C, H, W) at once, outside a Trainer."""
     module = standalone(build_module(settings, priors, y, seeds=range(len(y))), device=device)
@@ -73,7 +84,7 @@ def training_step(module: ScoreDVI, optimiser: torch.optim.Optimizer, *, precisi
 
     def step() -> None:
         with autocast(precision, device=device):
-            loss = module.training_step(0, 0)
+            loss = module.training_step(0, 0)["loss"]
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -159,22 +170,22 @@ def main() -> None:
     parser.add_argument("--priors", nargs="+", default=None, help="prior files (default: untrained 20-layer nets)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="then profile N steps of the last size (torch.profiler) and print where the time goes")
-    parser.add_argument("--preset", choices=[p.value for p in Preset], default=Preset.REFERENCE.value,
+    parser.add_argument("--preset", choices=PRESETS, default="reference",
                         help="the settings --settings and --compare start from")
     parser.add_argument("--settings", default="",
-                        help="FitSettings overrides for every configuration, e.g. mc_samples=2,unet_base=32")
+                        help="configuration overrides for every configuration, e.g. mc_samples=2,unet_width=32")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                         help="two override strings timed alternately; prints B/A")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True  # as in the fit (Trainer(benchmark=True))
     priors = (load_priors(args.priors, channels=3) if args.priors else
-              [BFDnCNN(channels=3).eval() for _ in range(FitSettings().components)])
+              [BFDnCNN(channels=3).eval() for _ in range(Config().method.components)])
     configs = [args.settings] if args.compare is None else list(args.compare)
-    base = dataclasses.replace(Preset(args.preset).settings, **parse_overrides(args.settings))
-    settings = {c: dataclasses.replace(base, **parse_overrides(c)) for c in configs}
+    base = configured(load_preset(args.preset), args.settings)
+    settings = {c: configured(base, c) for c in configs}
     accelerator = "cpu" if args.device == "cpu" else "gpu"
-    precision = {c: args.precision or str(fit_precision(dataclasses.replace(settings[c], accelerator=accelerator)))
+    precision = {c: args.precision or str(fit_precision(settings[c].replace(device=accelerator)))
                  for c in configs}
     for config, value in precision.items():
         if value not in AUTOCAST:
@@ -200,7 +211,7 @@ def main() -> None:
         operators = {c: operators_per_step(training_step(*models[c], precision=precision[c])) for c in configs}
         for config in configs:
             seconds = min(timings[config])
-            per_image = seconds * settings[config].steps / args.batch
+            per_image = seconds * settings[config].method.steps / args.batch
             table.add_row(str(size), config or "default", precision[config], str(args.batch), f"{1000 * seconds:.0f}",
                           f"{per_image:.1f}", f"{1 / per_image:.3f}", f"{flop[config] / seconds / 1e12:.2f}",
                           str(operators[config]), f"{peak_memory_mb(args.device):.0f}")

@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from common.bfdncnn import BFDnCNN
-from dvi.fitting.fit import FitSettings, fit_image
+from dvi.config import Config
+from dvi.fitting.fit import fit_image
 from dvi.method.noise_level import analyse_noise
 
 ROOT = str(Path(__file__).resolve().parents[1])
@@ -65,8 +66,8 @@ def main() -> None:
     torch.manual_seed(0)
     image = (0.5 + 0.1 * torch.randn(3, args.size, args.size)).clamp(0, 1)
     priors = [BFDnCNN(channels=3).eval() for _ in range(3)]
-    settings = FitSettings(steps=args.steps, log_every=args.log_every, image_every=0, progress_bar=False,
-                           precision=args.precision, restart_sigma=10.0)
+    settings = Config().replace(steps=args.steps, log_every=args.log_every, image_every=0, progress=False,
+                                precision=args.precision, restart_sigma=10.0)
     recorder = SyncRecorder(start=2)
     shown = warnings.showwarning
     warnings.simplefilter("always")

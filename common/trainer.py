@@ -12,6 +12,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from common.errors import InputError
+
 RUNS_DIR = Path("runs")
 
 
@@ -34,6 +36,13 @@ def resolve_precision(precision: str | int, *, accelerator: str = "auto", cpu_bf
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_bf16 and cpu_has_native_bf16() else "32-true"
+
+
+def check_accelerator(accelerator: str, *, option: str = "--device") -> None:
+    """Refuse a GPU ``accelerator`` (``gpu``/``cuda``) on a machine where torch sees none: one
+    :class:`InputError` line naming ``option``, not Lightning's traceback."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise InputError(f"{option} {accelerator}: torch sees no CUDA GPU on this machine; use {option} cpu or auto")
 
 
 def quiet_lightning() -> None:

@@ -13,7 +13,7 @@ def test_compare_runs_each_configuration_at_its_own_precision():
     ignored the setting and timed float32 twice)."""
     run = subprocess.run(
         [sys.executable, "-m", "benchmarks.dvi_speed", "--sizes", "32", "--steps", "1", "--device", "cpu",
-         "--preset", "fast", "--settings", "unet_base=8", "--compare", "precision=32-true", "precision=bf16-mixed"],
+         "--preset", "fast", "--settings", "unet_width=8", "--compare", "precision=32-true", "precision=bf16-mixed"],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"}, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in run.stdout.splitlines() if "│" in line]

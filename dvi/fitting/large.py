@@ -10,71 +10,63 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from common.bfdncnn import BFDnCNN
 from common.errors import InputError
-from dvi.fitting.fit import FitResult, FitSettings, check_size, fit_images
+from dvi.config import Config
+from dvi.fitting.fit import FitResult, check_size, fit_images, noise_level
 from dvi.fitting.memory import available_memory_gb, images_that_fit, largest_tile
-from dvi.method.noise_level import MIN_SIDE, analyse_noise
+from dvi.method.noise_level import MIN_SIDE
 from dvi.fitting.tiling import denoise_tiled, plan_tiles
 
 USABLE = 0.9  # share of the free memory a fit may plan to use
 
 
-@dataclass(frozen=True)
-class Budget:
-    """How a fit is cut up: ``tile`` side in px (0: never tile), ``overlap`` px, ``batch`` images/tiles at once
-    (0: as many as ``memory_gb`` allows), ``memory_gb`` the budget (None: the device's free memory)."""
-
-    tile: int | None = None
-    overlap: int = 32
-    batch: int = 0
-    memory_gb: float | None = None
-
-
-def fit_device(settings: FitSettings) -> torch.device:
-    """The device Lightning will fit on for ``settings.accelerator``."""
-    wants_gpu = settings.accelerator in ("gpu", "cuda") or (settings.accelerator == "auto" and torch.cuda.is_available())
+def fit_device(config: Config) -> torch.device:
+    """The device Lightning will fit on for ``config.runtime.device``."""
+    device = config.runtime.device
+    wants_gpu = device in ("gpu", "cuda") or (device == "auto" and torch.cuda.is_available())
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
-def memory_budget(budget: Budget, settings: FitSettings) -> float:
-    """GiB a fit may use: ``budget.memory_gb``, else 90% of the device's free memory."""
-    return budget.memory_gb if budget.memory_gb is not None else USABLE * available_memory_gb(fit_device(settings))
+def memory_budget(config: Config) -> float:
+    """GiB a fit may use: ``config.runtime.max_memory``, else 90% of the device's free memory."""
+    gb = config.runtime.max_memory
+    return gb if gb is not None else USABLE * available_memory_gb(fit_device(config))
 
 
-def tile_side(image: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, budget: Budget) -> int:
-    """The tile side for ``image`` (C, H, W): ``budget.tile`` if given, else the largest that fits the memory."""
-    if budget.tile is not None:
-        if budget.tile and budget.tile < max(MIN_SIDE, 2 * budget.overlap):
-            raise InputError(f"--tile {budget.tile} is too small: use at least {max(MIN_SIDE, 2 * budget.overlap)} "
+def tile_side(image: Tensor, priors: Sequence[BFDnCNN], config: Config) -> int:
+    """The tile side for ``image`` (C, H, W): ``config.runtime.tile`` if given, else the largest that fits the memory."""
+    tile, overlap = config.runtime.tile, config.runtime.tile_overlap
+    if tile is not None:
+        if tile and tile < max(MIN_SIDE, 2 * overlap):
+            raise InputError(f"--tile {tile} is too small: use at least {max(MIN_SIDE, 2 * overlap)} "
                              "px (the noise estimate and the overlap need it), or 0 for no tiling")
-        return budget.tile or max(image.shape[-2:])
-    gb = memory_budget(budget, settings)
+        return tile or max(image.shape[-2:])
+    gb = memory_budget(config)
     try:
-        return largest_tile(settings, priors, channels=image.shape[0], memory_gb=gb)
+        return largest_tile(config, priors, channels=image.shape[0], memory_gb=gb)
     except ValueError as err:
         raise InputError(f"{err} Allow more with --max-memory, or choose a smaller configuration "
                          "(e.g. --preset fast).") from None
 
 
-def batch_size(shape: Sequence[int], priors: Sequence[BFDnCNN], settings: FitSettings, budget: Budget) -> int:
-    """Images (or tiles) of ``shape`` (C, H, W) fitted together: ``budget.batch``, else 1 on the CPU
+def batch_size(shape: Sequence[int], priors: Sequence[BFDnCNN], config: Config) -> int:
+    """Images (or tiles) of ``shape`` (C, H, W) fitted together: ``config.runtime.batch``, else 1 on the CPU
     (compute-bound: batching does not pay there) and as many as fit in memory on a GPU."""
-    if budget.batch:
-        return budget.batch
-    if fit_device(settings).type == "cpu":
+    if config.runtime.batch:
+        return config.runtime.batch
+    if fit_device(config).type == "cpu":
         return 1
     channels, height, width = shape
-    return images_that_fit(settings, priors, channels=channels, height=height, width=width,
-                           memory_gb=memory_budget(budget, settings))
+    return images_that_fit(config, priors, channels=channels, height=height, width=width,
+                           memory_gb=memory_budget(config))
 
 
-def fit_tiled(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, budget: Budget, *,
+def fit_tiled(noisy: Tensor, priors: Sequence[BFDnCNN], config: Config, *,
               name: str | None = None, progress: bool = True) -> FitResult:
     """Denoise ``noisy`` (C, H, W) in [0,1], in overlapping tiles when it exceeds the tile side.
 
@@ -83,20 +75,19 @@ def fit_tiled(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, b
     The result's component maps are left empty when the image was tiled (components are not
     matched across tiles); ``mean_sigma`` is the tiles' mean and ``restarts`` their sum.
     """
-    side = tile_side(noisy, priors, settings, budget)
-    check_size(noisy, settings)
-    if min(side, *noisy.shape[-2:]) < max(MIN_SIDE, 2 ** settings.unet_depth):
+    side, overlap = tile_side(noisy, priors, config), config.runtime.tile_overlap
+    check_size(noisy, config)
+    if min(side, *noisy.shape[-2:]) < max(MIN_SIDE, 2 ** config.nets.unet_depth):
         raise InputError(f"tiles of {side} px are too small for this configuration")
-    device = fit_device(settings)
-    level = analyse_noise(noisy.to(device))
-    tiles = plan_tiles(noisy.shape[-2], noisy.shape[-1], tile=side, overlap=budget.overlap)
+    level = noise_level(noisy.to(fit_device(config)), config)
+    tiles = plan_tiles(noisy.shape[-2], noisy.shape[-1], tile=side, overlap=overlap)
     if len(tiles) == 1:
-        return fit_images([noisy], priors, settings, noise=[level], name=name)[0]
+        return fit_images([noisy], priors, config, noise=[level], name=name)[0]
     first = tiles[0]
-    batch = batch_size((noisy.shape[0], first.height, first.width), priors, settings, budget)
+    batch = batch_size((noisy.shape[0], first.height, first.width), priors, config)
     # per tile: no progress bar (one runs over the tiles) and no TensorBoard images (a log of a 1008 px tile's
     # six maps took 1.3 s on the 2-core CPU, twice per tile at the default image_every); scalars are still logged
-    quiet = replace(settings, progress_bar=False, image_every=0)
+    quiet = config.replace(progress=False, image_every=0)
     results: list[FitResult] = []
     start = time.perf_counter()
 
@@ -106,17 +97,16 @@ def fit_tiled(noisy: Tensor, priors: Sequence[BFDnCNN], settings: FitSettings, b
         results.extend(done)
         return [(r.denoised, r.variance) for r in done]
 
-    mean, variance = denoise_tiled(noisy, fit_group, tile=side, overlap=budget.overlap, batch=batch, progress=progress)
+    mean, variance = denoise_tiled(noisy, fit_group, tile=side, overlap=overlap, batch=batch, progress=progress)
     peaks = [r.peak_memory_mb for r in results if not math.isnan(r.peak_memory_mb)]
     return FitResult(denoised=mean.clamp(0, 1), variance=variance, noise=level, beta0=results[0].beta0,
                      mean_sigma=sum(r.mean_sigma for r in results) / len(results),
                      seconds=time.perf_counter() - start, peak_memory_mb=max(peaks, default=math.nan),
-                     restarts=sum(r.restarts for r in results), seed=settings.seed,
+                     restarts=sum(r.restarts for r in results), seed=config.runtime.seed,
                      component_means=torch.empty(0), component_weights=torch.empty(0), batch=batch)
 
 
-def fit_many(images: Sequence[Tensor], priors_for: Callable[[int], Sequence[BFDnCNN]], settings: FitSettings,
-             budget: Budget, *, names: Sequence[str], cleans: Sequence[Tensor | None] | None = None,
+def fit_many(images: Sequence[Tensor], priors_for: Callable[[int], Sequence[BFDnCNN]], config: Config, *, names: Sequence[str], cleans: Sequence[Tensor | None] | None = None,
              progress: bool = True) -> Iterator[tuple[int, FitResult]]:
     """Fit every image (C, H, W); yield ``(index, result)`` as each finishes (in groups, not in order).
 
@@ -127,17 +117,17 @@ def fit_many(images: Sequence[Tensor], priors_for: Callable[[int], Sequence[BFDn
     groups: dict[tuple[int, ...], list[int]] = {}
     for index, image in enumerate(images):
         priors = priors_for(image.shape[0])
-        if max(image.shape[-2:]) > tile_side(image, priors, settings, budget):
-            yield index, fit_tiled(image, priors, settings, budget, name=names[index], progress=progress)
+        if max(image.shape[-2:]) > tile_side(image, priors, config):
+            yield index, fit_tiled(image, priors, config, name=names[index], progress=progress)
         else:
             groups.setdefault(tuple(image.shape), []).append(index)
     for shape, members in groups.items():
         priors = priors_for(shape[0])
-        size = batch_size(shape, priors, settings, budget)
+        size = batch_size(shape, priors, config)
         for first in range(0, len(members), size):
             chunk = members[first:first + size]
             clean = None
             if cleans is not None and all(cleans[i] is not None for i in chunk):
                 clean = [cleans[i] for i in chunk]
             name = names[chunk[0]] if len(chunk) == 1 else f"{names[chunk[0]]}+{len(chunk) - 1}"
-            yield from zip(chunk, fit_images([images[i] for i in chunk], priors, settings, clean=clean, name=name))
+            yield from zip(chunk, fit_images([images[i] for i in chunk], priors, config, clean=clean, name=name))

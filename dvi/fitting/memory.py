@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from common.bfdncnn import BFDnCNN
-from dvi.fitting.fit import FitSettings, build_module, variational_nets
+from dvi.config import Config
+from dvi.fitting.fit import build_module, variational_nets
 from dvi.fitting.module import standalone
 from dvi.fitting.tiling import tile_for_memory
 
@@ -28,9 +29,9 @@ SAFETY = 1.25  # allocator fragmentation and workspace on top of what is counted
 
 
 @lru_cache(maxsize=16)
-def _saved_bytes_per_pixel(settings: FitSettings, channels: int) -> float:
+def _saved_bytes_per_pixel(config: Config, channels: int) -> float:
     y = torch.rand(1, channels, PROBE_SIDE, PROBE_SIDE)
-    module = standalone(build_module(settings, [BFDnCNN(channels=channels, depth=3, features=8).eval()], y,
+    module = standalone(build_module(config, [BFDnCNN(channels=channels, depth=3, features=8).eval()], y,
                                      seeds=[0]), device="cpu")
     counted: list[int] = []
 
@@ -43,22 +44,22 @@ def _saved_bytes_per_pixel(settings: FitSettings, channels: int) -> float:
     return sum(counted) / PROBE_SIDE**2
 
 
-def fit_memory_bytes(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: int, height: int, width: int,
+def fit_memory_bytes(config: Config, priors: Sequence[BFDnCNN], *, channels: int, height: int, width: int,
                      images: int = 1) -> float:
     """Estimated peak bytes of fitting ``images`` images of ``channels`` x ``height`` x ``width`` together."""
-    nets = variational_nets(settings, channels=channels)
+    nets = variational_nets(config, channels=channels)
     weights = sum(p.numel() for p in nets.parameters()) * 4 * 4  # weight, gradient, two Adam moments
     widest = max((p.shape[0] for prior in priors for p in prior.parameters() if p.dim() == 4), default=64)
-    prior_transient = settings.mc_samples * 3 * widest * 4
-    per_pixel = _saved_bytes_per_pixel(settings, channels) + prior_transient
+    prior_transient = config.method.mc_samples * 3 * widest * 4
+    per_pixel = _saved_bytes_per_pixel(config, channels) + prior_transient
     prior_weights = sum(p.numel() for prior in priors for p in prior.parameters()) * 4
     return SAFETY * (images * (height * width * per_pixel + weights)) + prior_weights
 
 
-def bytes_per_pixel(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: int) -> float:
+def bytes_per_pixel(config: Config, priors: Sequence[BFDnCNN], *, channels: int) -> float:
     """Marginal estimated bytes per pixel of one image (what a tile size is chosen from)."""
-    big = fit_memory_bytes(settings, priors, channels=channels, height=1024, width=1024)
-    small = fit_memory_bytes(settings, priors, channels=channels, height=512, width=512)
+    big = fit_memory_bytes(config, priors, channels=channels, height=1024, width=1024)
+    small = fit_memory_bytes(config, priors, channels=channels, height=512, width=512)
     return (big - small) / (1024**2 - 512**2)
 
 
@@ -75,19 +76,19 @@ def available_memory_gb(device: torch.device) -> float:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") / 2**30
 
 
-def images_that_fit(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: int, height: int, width: int,
+def images_that_fit(config: Config, priors: Sequence[BFDnCNN], *, channels: int, height: int, width: int,
                     memory_gb: float, most: int = 64) -> int:
     """How many such images can be fitted together within ``memory_gb`` GiB (at least 1, at most ``most``)."""
-    one = fit_memory_bytes(settings, priors, channels=channels, height=height, width=width, images=1)
-    two = fit_memory_bytes(settings, priors, channels=channels, height=height, width=width, images=2)
+    one = fit_memory_bytes(config, priors, channels=channels, height=height, width=width, images=1)
+    two = fit_memory_bytes(config, priors, channels=channels, height=height, width=width, images=2)
     each, fixed = two - one, 2 * one - two
     return max(1, min(most, math.floor((memory_gb * 2**30 - fixed) / each)))
 
 
-def largest_tile(settings: FitSettings, priors: Sequence[BFDnCNN], *, channels: int, memory_gb: float) -> int:
+def largest_tile(config: Config, priors: Sequence[BFDnCNN], *, channels: int, memory_gb: float) -> int:
     """Largest square tile side (px, multiple of 16) whose one-image fit fits in ``memory_gb`` GiB.
 
     Raises ValueError when not even a 64 px tile fits.
     """
-    fixed = fit_memory_bytes(settings, priors, channels=channels, height=0, width=0)
-    return tile_for_memory(memory_gb - fixed / 2**30, bytes_per_pixel=bytes_per_pixel(settings, priors, channels=channels))
+    fixed = fit_memory_bytes(config, priors, channels=channels, height=0, width=0)
+    return tile_for_memory(memory_gb - fixed / 2**30, bytes_per_pixel=bytes_per_pixel(config, priors, channels=channels))

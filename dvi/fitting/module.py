@@ -1,22 +1,31 @@
-"""ScoreDVI LightningModule: one noisy image is a T-step "dataset" (method.md sections 3-4)."""
+"""ScoreDVI LightningModule: one noisy image is a T-step "dataset" (method.md sections 3-4).
+
+:class:`ScoreDVI` computes one step's loss from the whole :class:`dvi.config.Config`; what a fit produces
+(the moving averages of the posterior mean and variance, whether the loss stayed finite, the last maps)
+is kept by the :class:`PosteriorAverage` callback, which hands it over as a :class:`Posterior`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from common.bfdncnn import BFDnCNN
 from common.metrics import ssim
+from dvi.config import Config, to_dict
 from dvi.method.elbo import Hyperpriors, LossTerms, negative_elbo
 from dvi.method.score import expected_log_prior_surrogate
-from dvi.method.variational import StackedNets, seeded_nets
+from dvi.method.variational import Maps, StackedNets, seeded_nets
 
 NOISE_STREAM = 1_000_003  # offset of the Monte-Carlo noise seed from the initialisation seed
+CHECK_EVERY = 50  # every this many steps a fit stops if no image's loss is finite any more
 
 
 class FitSteps(Dataset):
@@ -56,76 +65,57 @@ def full_precision(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def mean_sigma(maps: Maps) -> Tensor:
+    """Per image (B,): the mean over components and elements of the posterior std sigma_k ([0,1] scale)."""
+    return (0.5 * maps.log_var).exp().flatten(1).mean(1)
+
+
 class ScoreDVI(L.LightningModule):
     """Per-image variational inference with K score priors, for B same-sized images at once.
 
     Args:
-        noisy: the B noisy images (B, C, H, W) in [0,1], fitted together (a buffer: moved to the device once).
+        config: the whole configuration; the method's K, M, lr, alpha0, d and the nets' sizes are read from it,
+            and scalars are logged every ``config.log_interval`` steps, on the steps Lightning writes them (the
+            Trainer's ``log_every_n_steps`` takes the same value); each log waits for the device.
         priors: K frozen BF-DnCNNs (component k uses ``priors[k % len(priors)]``); folded to
             plain conv/ReLU stacks, so they have no train/eval state and take no gradients.
+        noisy: the B noisy images (B, C, H, W) in [0,1], fitted together (a buffer: moved to the device once).
         seeds: one per image; image b's nets are initialised from
             ``torch.manual_seed(seeds[b])`` and its Monte-Carlo noise comes from its own generator,
             so a batch of B fits computes what B one-image fits with those seeds compute.
-        weights: lambda(y) per image. hypers: alpha0, beta0, d per image. deltas: per image, logged.
-        components: K. mc_samples: M samples per component and step. ema: weight of the old
-        average in the output EMA. unet_base, unet_depth, aux_layers, aux_features: network sizes.
-        log_every: scalars are logged every this many steps, on the steps Lightning writes them (set the
-            Trainer's ``log_every_n_steps`` to the same value); each log waits for the device.
-        image_every: TensorBoard images every this many steps (0: none).
-        check_every: every this many steps the fit stops if no image's loss is finite any more.
-        channels_last: run the priors (most of the work) in NHWC memory layout.
+        weights: lambda(y) per image. beta0s: the Gamma hyperprior rate per image. deltas: per image, logged.
+        clean: references (B, C, H, W) for logging PSNR/SSIM, or None.
     Images are in [0,1]. The nets stay in training mode (batch norm on the one image), as in the reference.
+    Without a Trainer (benchmarks, memory probes: :func:`standalone`) a step logs nothing.
     """
 
-    def __init__(
-        self,
-        priors: Sequence[BFDnCNN],
-        noisy: Tensor,
-        *,
-        seeds: Sequence[int] = (0,),
-        weights: Sequence[float] = (1.0,),
-        hypers: Sequence[Hyperpriors] = (Hyperpriors(),),
-        deltas: Sequence[float] = (float("nan"),),
-        components: int = 3,
-        mc_samples: int = 5,
-        lr: float = 1e-3,
-        ema: float = 0.9,
-        unet_base: int = 64,
-        unet_depth: int = 4,
-        aux_layers: int = 5,
-        aux_features: int = 32,
-        image_every: int = 50,
-        log_every: int = 1,
-        check_every: int = 50,
-        channels_last: bool = True,
-        clean: Tensor | None = None,
-    ) -> None:
+    def __init__(self, config: Config, priors: Sequence[BFDnCNN], noisy: Tensor, *, seeds: Sequence[int] = (0,),
+                 weights: Sequence[float] = (1.0,), beta0s: Sequence[float] = (0.02,),
+                 deltas: Sequence[float] = (float("nan"),), clean: Tensor | None = None) -> None:
         super().__init__()
-        if not len(noisy) == len(seeds) == len(weights) == len(hypers) == len(deltas):
-            raise ValueError(f"seeds, weights, hypers and deltas need one entry per image ({len(noisy)}), got "
-                             f"{len(seeds)}, {len(weights)}, {len(hypers)}, {len(deltas)}")
-        self.save_hyperparameters(ignore=["priors", "noisy", "clean", "hypers"])
+        if not len(noisy) == len(seeds) == len(weights) == len(beta0s) == len(deltas):
+            raise ValueError(f"seeds, weights, beta0s and deltas need one entry per image ({len(noisy)}), got "
+                             f"{len(seeds)}, {len(weights)}, {len(beta0s)}, {len(deltas)}")
+        self.config = config
+        self.save_hyperparameters({**to_dict(config), "seeds": list(seeds)})
         self.seeds = list(seeds)
         self.priors = nn.ModuleList(prior.folded().requires_grad_(False) for prior in priors)
-        self.nets = StackedNets(seeded_nets(self.seeds, channels=noisy.shape[1], components=components,
-                                            unet_base=unet_base, unet_depth=unet_depth, aux_layers=aux_layers,
-                                            aux_features=aux_features))
+        nets = config.nets
+        self.nets = StackedNets(seeded_nets(self.seeds, channels=noisy.shape[1], components=config.method.components,
+                                            unet_base=nets.unet_width, unet_depth=nets.unet_depth,
+                                            aux_layers=nets.aux_layers, aux_features=nets.aux_features))
         self.register_buffer("noisy", noisy, persistent=False)
         self.register_buffer("clean", clean, persistent=False)
         # per-image lambda, hyperparameters and delta on the device, so neither the loss nor the logging needs a
         # host-to-device copy; float64 here (exact), the nets' dtype from on_fit_start
-        stacked = Hyperpriors.stack(hypers, dtype=torch.float64)
-        for name, value in (("weight", torch.tensor(list(weights), dtype=torch.float64)), ("alpha0", stacked.alpha0),
-                            ("beta0", stacked.beta0), ("dirichlet", stacked.d),
-                            ("delta", torch.tensor(list(deltas), dtype=torch.float64))):
-            self.register_buffer(f"hyper_{name}", value, persistent=False)
-        self.register_buffer("finite", torch.ones(len(self.seeds), dtype=torch.bool), persistent=False)
+        count = len(self.seeds)
+        for name, value in (("weight", list(weights)), ("alpha0", [config.method.alpha0] * count),
+                            ("beta0", list(beta0s)), ("dirichlet", [config.method.dirichlet] * count),
+                            ("delta", list(deltas))):
+            self.register_buffer(f"hyper_{name}", torch.tensor(value, dtype=torch.float64), persistent=False)
         self.generators: list[torch.Generator] = []
-        self.mean_ema: Tensor | None = None
-        self.var_ema: Tensor | None = None
-        self.mean_sigma = torch.full((len(self.seeds),), float("nan"))
 
-    def forward(self, y: Tensor) -> dict[str, Tensor]:
+    def forward(self, y: Tensor) -> Maps:
         """All variational outputs (B, K, C, H, W) for y (B, C, H, W), H and W padded to the U-Net's multiple."""
         return self.nets(y)
 
@@ -133,34 +123,33 @@ class ScoreDVI(L.LightningModule):
         dtype = next(self.nets.parameters()).dtype  # float64 under "64-true", else float32
         for name in ("weight", "alpha0", "beta0", "dirichlet", "delta"):
             setattr(self, f"hyper_{name}", getattr(self, f"hyper_{name}").to(dtype))
-        if self.hparams.channels_last:  # NHWC convolutions: faster on CPUs (oneDNN) and GPUs (tensor cores)
+        if self.config.runtime.channels_last:  # NHWC convolutions: faster on CPUs (oneDNN) and GPUs (tensor cores)
             self.priors.to(memory_format=torch.channels_last)
         # each image's Monte-Carlo noise: its own stream, on the device, apart from the init stream
         self.generators = [torch.Generator(device=self.device).manual_seed(seed + NOISE_STREAM) for seed in self.seeds]
 
-    def training_step(self, batch: int, batch_idx: int) -> Tensor:
-        """One step of the fit of all B images (``batch`` is only the step number: the images are ``noisy``)."""
+    def maps(self, y: Tensor) -> Maps:
+        """The nets' maps for y (B, C, H, W), at y's size and in at least float32."""
+        padded, (height, width) = pad_to_multiple(y, 2 ** self.config.nets.unet_depth)
+        return Maps(*(full_precision(value[..., :height, :width]) for value in self(padded)))
+
+    def training_step(self, batch: int, batch_idx: int) -> dict[str, Tensor | Maps]:
+        """One step of the fit of all B images (``batch`` is only the step number: the images are ``noisy``).
+
+        Returns ``loss`` (the sum over images of the negative ELBO, what is minimised), ``totals`` (B,) each
+        image's own, and the detached ``maps`` (what :class:`PosteriorAverage` averages)."""
         y = self.noisy
         self._priors_in_autocast_dtype()
-        padded, (height, width) = pad_to_multiple(y, 2 ** self.hparams.unet_depth)
-        out = {key: full_precision(value[..., :height, :width]) for key, value in self(padded).items()}
-        surrogate = expected_log_prior_surrogate(out["mu"], out["log_var"], self.priors,
-                                                 samples=self.hparams.mc_samples, generators=self.generators)
+        maps = self.maps(y)
+        surrogate = expected_log_prior_surrogate(maps.mu, maps.log_var, self.priors,
+                                                 samples=self.config.method.mc_samples, generators=self.generators)
         hyper = Hyperpriors(alpha0=self.hyper_alpha0, beta0=self.hyper_beta0, d=self.hyper_dirichlet)
-        terms = negative_elbo(y=full_precision(y), **out, expected_log_prior=surrogate, weight=self.hyper_weight,
-                              hyper=hyper)
-        totals = terms.total
-        self.finite &= torch.isfinite(totals)
-        step = self.global_step
-        if (step + 1) % self.hparams.check_every == 0 and not bool(self.finite.any()):
-            raise FloatingPointError(f"the loss became {totals.tolist()} by step {step}")
-        self._update_output(out)
+        terms = negative_elbo(y=full_precision(y), **maps._asdict(), expected_log_prior=surrogate,
+                              weight=self.hyper_weight, hyper=hyper)
         # on the steps Lightning writes its logs ((step + 1) % log_every_n_steps == 0), so what it writes is fresh
-        if (step + 1) % self.hparams.log_every == 0:
-            self._log_step(terms)
-        if self.hparams.image_every and (step + 1) % self.hparams.image_every == 0:
-            self._log_images(y, out)
-        return totals.sum()
+        if self._trainer is not None and (self.global_step + 1) % self.config.log_interval == 0:
+            self._log_step(terms, maps)
+        return {"loss": terms.total.sum(), "totals": terms.total.detach(), "maps": Maps(*(m.detach() for m in maps))}
 
     def _priors_in_autocast_dtype(self) -> None:
         """Under autocast, store the frozen priors in its dtype (once): autocast would otherwise cast every
@@ -172,62 +161,100 @@ class ScoreDVI(L.LightningModule):
             if first is not None and first.dtype != dtype:
                 self.priors.to(dtype)
 
-    @torch.no_grad()
-    def _update_output(self, out: dict[str, Tensor]) -> None:
-        """EMA of mu_bar = sum_k pi_k mu_k and var_bar = sum_k pi_k^2 sigma2_k (initialised with y and var_bar)."""
-        pi = out["pi"]
-        mean = (pi * out["mu"]).sum(1)
-        var = (pi.square() * out["log_var"].exp()).sum(1)
-        if self.mean_ema is None:
-            self.mean_ema, self.var_ema = full_precision(self.noisy), var
-        a = self.hparams.ema
-        self.mean_ema = a * self.mean_ema + (1 - a) * mean
-        self.var_ema = a * self.var_ema + (1 - a) * var
-        self.mean_sigma_t = (0.5 * out["log_var"]).exp().flatten(1).mean(1)
-        self.last_components = {"mu": out["mu"].detach(), "pi": pi.detach()}
-
-    def _log_step(self, terms: LossTerms) -> None:
+    def _log_step(self, terms: LossTerms, maps: Maps) -> None:
         """Scalars averaged over the B images (B = 1: the image's own values)."""
-        def mean(name: str) -> Tensor:
-            return getattr(terms, name).mean()
-
-        values = {"loss/total": mean("total"), "loss/L1": mean("l1"), "loss/L2_closed": mean("l2_closed"),
-                  "loss/L3": mean("l3"), "loss/L4": mean("l4"), "loss/L5": mean("l5"),
-                  "fit/mean_sigma": self.mean_sigma_t.mean(), "fit/lambda": self.hyper_weight.mean(),
+        values = {"loss/total": terms.total.mean(), "loss/L1": terms.l1.mean(), "loss/L2_closed": terms.l2_closed.mean(),
+                  "loss/L3": terms.l3.mean(), "loss/L4": terms.l4.mean(), "loss/L5": terms.l5.mean(),
+                  "fit/mean_sigma": mean_sigma(maps).mean(), "fit/lambda": self.hyper_weight.mean(),
                   "fit/delta": self.hyper_delta.mean()}
-        if self.clean is not None:
-            mse = (self.mean_ema.clamp(0, 1) - self.clean).square().flatten(1).mean(1)
-            values["fit/psnr"] = (-10 * torch.log10(mse.clamp_min(1e-12))).mean()
         self.log_dict(values, on_step=True, on_epoch=False, batch_size=1)
-
-    def _log_images(self, y: Tensor, out: dict[str, Tensor]) -> None:
-        experiment = getattr(self.logger, "experiment", None)
-        if experiment is None or not hasattr(experiment, "add_image"):
-            return
-        step = self.global_step
-        for b in range(len(self.seeds)):
-            tag = "" if len(self.seeds) == 1 else f"/{b}"
-            experiment.add_image(f"image/noisy{tag}", y[b].float().clamp(0, 1), step)
-            experiment.add_image(f"image/estimate{tag}", self.mean_ema[b].clamp(0, 1), step)
-            var = self.var_ema[b]
-            experiment.add_image(f"image/uncertainty{tag}", (var / var.max().clamp_min(1e-12)).sqrt(), step)
-            for k in range(out["pi"].shape[1]):
-                experiment.add_image(f"pi/component_{k}{tag}", out["pi"][b, k], step)
-            if self.clean is not None:
-                experiment.add_scalar(f"fit/ssim{tag}", ssim(self.mean_ema[b], self.clean[b]), step)
-
-    def on_train_end(self) -> None:
-        self.mean_sigma = self.mean_sigma_t.detach().cpu()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One Adam over the stacked weights: element-wise, so equal to one Adam per image. The fused
         implementation updates all weights in a few kernels (the loop one launches about ten per weight)."""
-        return torch.optim.Adam(self.nets.parameters(), lr=self.hparams.lr, fused=True)
+        return torch.optim.Adam(self.nets.parameters(), lr=self.config.method.lr, fused=True)
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """What a run of :class:`ScoreDVI` produced, per image b of B (tensors on the fit's device).
+
+    ``mean`` (B, C, H, W): EMA of mu_bar = sum_k pi_k mu_k; ``variance``: EMA of var_bar = sum_k pi_k^2 sigma2_k;
+    ``mean_sigma`` (B,): the last step's mean sigma_k; ``finite`` (B,): whether every step's loss was finite;
+    ``component_means`` / ``component_weights`` (B, K, C, H, W): the last step's mu_k and pi_k.
+    """
+
+    mean: Tensor
+    variance: Tensor
+    mean_sigma: Tensor
+    finite: Tensor
+    component_means: Tensor
+    component_weights: Tensor
+
+
+class PosteriorAverage(Callback):
+    """Keeps the output of a fit step by step: the moving averages (weight ``config.method.ema`` on the old value,
+    started from y and the first var_bar), the finiteness of each image's loss, the last maps; logs PSNR against
+    the references with the module's scalars and TensorBoard images every ``config.runtime.image_every`` steps.
+    Every ``CHECK_EVERY`` steps it stops the fit (FloatingPointError) if no image's loss is finite any more."""
+
+    def __init__(self) -> None:
+        self.mean: Tensor | None = None
+        self.variance: Tensor | None = None
+        self.finite: Tensor | None = None
+        self.last: Maps | None = None
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: L.Trainer, module: ScoreDVI, outputs: dict, batch: int,  # type: ignore[override]
+                           batch_idx: int) -> None:
+        maps, totals, config = outputs["maps"], outputs["totals"], module.config
+        self.finite = torch.isfinite(totals) if self.finite is None else self.finite & torch.isfinite(totals)
+        step = batch_idx  # one epoch of T batches: the batch index is the step
+        if (step + 1) % CHECK_EVERY == 0 and not bool(self.finite.any()):
+            raise FloatingPointError(f"the loss became {totals.tolist()} by step {step}")
+        mean = (maps.pi * maps.mu).sum(1)
+        variance = (maps.pi.square() * maps.log_var.exp()).sum(1)
+        if self.mean is None:
+            self.mean, self.variance = full_precision(module.noisy), variance
+        a = config.method.ema
+        self.mean = a * self.mean + (1 - a) * mean
+        self.variance = a * self.variance + (1 - a) * variance
+        self.last = maps
+        if module.clean is not None and (step + 1) % config.log_interval == 0:
+            mse = (self.mean.clamp(0, 1) - module.clean).square().flatten(1).mean(1)
+            module.log("fit/psnr", (-10 * torch.log10(mse.clamp_min(1e-12))).mean(), on_step=True, on_epoch=False,
+                       batch_size=1)
+        every = config.runtime.image_every
+        if every and (step + 1) % every == 0:
+            self._log_images(trainer, module, step)
+
+    def _log_images(self, trainer: L.Trainer, module: ScoreDVI, step: int) -> None:
+        experiment = getattr(trainer.logger, "experiment", None)
+        if experiment is None or not hasattr(experiment, "add_image") or self.last is None:
+            return
+        count = len(module.seeds)
+        for b in range(count):
+            tag = "" if count == 1 else f"/{b}"
+            experiment.add_image(f"image/noisy{tag}", module.noisy[b].float().clamp(0, 1), step)
+            experiment.add_image(f"image/estimate{tag}", self.mean[b].clamp(0, 1), step)
+            var = self.variance[b]
+            experiment.add_image(f"image/uncertainty{tag}", (var / var.max().clamp_min(1e-12)).sqrt(), step)
+            for k in range(self.last.pi.shape[1]):
+                experiment.add_image(f"pi/component_{k}{tag}", self.last.pi[b, k], step)
+            if module.clean is not None:
+                experiment.add_scalar(f"fit/ssim{tag}", ssim(self.mean[b], module.clean[b]), step)
+
+    def posterior(self) -> Posterior:
+        """The fit's result; call after ``trainer.fit``."""
+        if self.mean is None or self.last is None or self.finite is None:
+            raise RuntimeError("the fit ran no step")
+        return Posterior(mean=self.mean, variance=self.variance, mean_sigma=mean_sigma(self.last).cpu(),
+                         finite=self.finite.cpu(), component_means=self.last.mu, component_weights=self.last.pi)
 
 
 def standalone(module: ScoreDVI, *, device: str | torch.device) -> ScoreDVI:
-    """``module`` on ``device``, ready for ``training_step`` calls without a Trainer (benchmarks, memory probes)."""
+    """``module`` on ``device``, ready for ``training_step`` calls without a Trainer (benchmarks, memory probes);
+    such steps log nothing."""
     module = module.to(device)
-    module.log_dict = lambda *args, **kwargs: None  # no Trainer to log to
     module.on_fit_start()
     return module

@@ -1,111 +1,30 @@
-"""``python -m dvi``: denoise / evaluate / estimate-noise."""
+"""``python -m dvi``: denoise / evaluate / estimate-noise.
+
+Built with jsonargparse from :mod:`dvi.config` (:mod:`dvi.interface.options`): ``--config FILE``,
+``--print_config``, ``--preset NAME``; every fit goes through :mod:`dvi.api`. torch is imported only when
+a command runs, so ``--help`` is quick.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jsonargparse import ArgumentParser, Namespace
 
 from common.errors import InputError, exit_on_input_error
-from common.images import read_image, write_array, write_image
-from common.metrics import score
-from common.prior_files import PriorFormat, prior_loader
-from dvi.fitting.fit import FAST, FitResult, FitSettings, Preset, settings_with
-from dvi.fitting.large import Budget, fit_many
-from dvi.method.noise_level import analyse_noise
+from dvi.config import Config
+from dvi.interface.options import (HelpFormatter, add_fit_options, chosen_preset, command_parser, config_from,
+                                   one_line_error)
+from dvi.naming import run_name
 
+if TYPE_CHECKING:
+    from dvi.fitting.fit import FitResult
 
-def beta0_value(text: str) -> float | None:
-    """``auto`` -> None (chosen from the noise class), else a positive float."""
-    if text == "auto":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--beta0 must be 'auto' or a positive number, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"--beta0 must be positive, not {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
-
-
-def tile_value(text: str) -> int | None:
-    """``auto`` -> None (largest tile the memory allows), else a side in px (0: never tile)."""
-    return None if text == "auto" else nonnegative_int(text)
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
-    return value
-
-
-def add_fit_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by denoise and evaluate. Unset options take the --preset's value."""
-    parser.add_argument("--preset", choices=[p.value for p in Preset], default=Preset.REFERENCE.value,
-                        help="reference: the published configuration (400 steps, K=3, M=5); fast: for CPUs "
-                             f"({FAST.steps} steps, M={FAST.mc_samples}, U-Net width {FAST.unet_base})")
-    parser.add_argument("--steps", type=positive_int, default=None, help="Adam steps T (reference 400)")
-    parser.add_argument("--components", type=positive_int, default=None, help="mixture components K (reference 3)")
-    parser.add_argument("--mc-samples", type=positive_int, default=None, help="Monte-Carlo samples M (reference 5)")
-    parser.add_argument("--priors", type=Path, nargs="+", default=None,
-                        help="prior files (default: the shipped ones for the image's channel count)")
-    parser.add_argument("--prior-format", choices=[f.value for f in PriorFormat], default="auto",
-                        help="'reference' reads ScoreDVI state dicts (conv_layers/running_sd/gammas); auto detects")
-    parser.add_argument("--beta0", type=beta0_value, default=None, metavar="auto|VALUE",
-                        help="Gamma hyperprior rate; auto: 0.005/0.01/0.02 for low/medium/high noise")
-    parser.add_argument("--alpha0", type=float, default=None)
-    parser.add_argument("--restart-sigma", type=positive_float, default=None,
-                        help="refit once from new weights if the mean posterior std ends above this (reference 0.05)")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (reference 1e-3)")
-    parser.add_argument("--unet-width", type=positive_int, default=None,
-                        help="X-net U-Net base width (reference 64; 32 has a quarter of the work)")
-    parser.add_argument("--precision", default="auto", help="auto, 32-true, bf16-mixed, 16-mixed, 64-true")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu", "cuda"], help="accelerator")
-    parser.add_argument("--log-every", type=positive_int, default=None,
-                        help="log scalars every N steps (default 10; each log waits for the GPU)")
-    parser.add_argument("--batch", type=nonnegative_int, default=0,
-                        help="images (or tiles) of one size fitted together; 0: 1 on CPU, as many as fit on a GPU")
-    parser.add_argument("--tile", type=tile_value, default=None, metavar="auto|PX",
-                        help="fit large images in overlapping tiles of this side; auto: largest that fits "
-                             "--max-memory; 0: never tile")
-    parser.add_argument("--tile-overlap", type=nonnegative_int, default=32, help="pixels shared by neighbouring tiles")
-    parser.add_argument("--max-memory", type=positive_float, default=None, metavar="GB",
-                        help="memory a fit may use (default: 90%% of the device's free memory)")
-
-
-def settings_from(args: argparse.Namespace) -> FitSettings:
-    return settings_with(Preset(args.preset).settings, steps=args.steps, components=args.components,
-                         mc_samples=args.mc_samples, beta0=args.beta0, alpha0=args.alpha0, seed=args.seed,
-                         precision=args.precision, accelerator=args.device, restart_sigma=args.restart_sigma,
-                         log_every=args.log_every, lr=args.lr, unet_base=args.unet_width)
-
-
-def budget_from(args: argparse.Namespace) -> Budget:
-    return Budget(tile=args.tile, overlap=args.tile_overlap, batch=args.batch, memory_gb=args.max_memory)
-
-
-def run_name(stem: str) -> str:
-    """TensorBoard run folder ``runs/dvi/<stem>-<YYYYmmdd-HHMMSS>-<ms>``: one per fit, never mixed."""
-    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() // 1_000_000 % 1000:03d}"
+COMMANDS = ("denoise", "evaluate", "estimate-noise")
 
 
 OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -145,13 +64,13 @@ class Outputs:
                 *(self.component(kind, k) for k in range(self.components) for kind in ("mean", "pi"))]
 
 
-def plan_outputs(args: argparse.Namespace, settings: FitSettings) -> list[Outputs]:
+def plan_outputs(args: Namespace, config: Config) -> list[Outputs]:
     """One :class:`Outputs` per --image, checked before any fit (not after minutes of it)."""
     if len(args.image) > 1 and args.output is not None:
         raise InputError("--output names one file; with several --image files use --output-dir")
     if len(args.image) > 1 and args.clean is not None:
         raise InputError("--clean goes with a single --image")
-    components = settings.components if args.save_components else 0
+    components = config.method.components if args.save_components else 0
     plans = [Outputs(args.output or args.output_dir / f"{path.stem}_denoised.png", components) for path in args.image]
     names = [p.denoised.resolve() for p in plans]
     if len(set(names)) < len(names):
@@ -163,6 +82,8 @@ def plan_outputs(args: argparse.Namespace, settings: FitSettings) -> list[Output
 
 
 def write_outputs(plan: Outputs, result: FitResult, *, bit_depth: int, protect: list[Path]) -> None:
+    from common.images import write_array, write_image
+
     suffix = plan.denoised.suffix.lower()
     depth = {".png": min(bit_depth, 16), ".tif": bit_depth, ".tiff": bit_depth}.get(suffix, 8)
     write_image(plan.denoised, result.denoised, bit_depth=depth, protect=protect)
@@ -177,20 +98,22 @@ def write_outputs(plan: Outputs, result: FitResult, *, bit_depth: int, protect: 
             write_image(plan.component("pi", k), result.component_weights[k], protect=protect)
 
 
-def denoise(args: argparse.Namespace) -> None:
-    settings, budget = settings_from(args), budget_from(args)
-    plans = plan_outputs(args, settings)
+def denoise(args: Namespace) -> None:
+    from common.images import read_image
+    from common.metrics import score
+    from dvi.api import denoise_images
+
+    config = config_from(args)
+    plans = plan_outputs(args, config)
     images = [read_image(path) for path in args.image]
     clean = read_image(args.clean).pixels if args.clean is not None else None
     if clean is not None and clean.shape != images[0].pixels.shape:
         raise InputError(f"--image is {tuple(images[0].pixels.shape)} (C, H, W) but --clean is "
                          f"{tuple(clean.shape)}; give the matching reference")
-    priors_for = prior_loader(args.priors, prior_format=PriorFormat(args.prior_format))
-    for channels in sorted({image.pixels.shape[0] for image in images}):
-        priors_for(channels)  # a bad prior file fails before the first fit
     protect = list(args.image) + ([args.clean] if args.clean is not None else [])
-    fits = fit_many([image.pixels for image in images], priors_for, settings, budget,
-                    names=[run_name(path.stem) for path in args.image], cleans=[clean] + [None] * (len(images) - 1))
+    fits = denoise_images([image.pixels for image in images], config, priors=args.priors,
+                          prior_format=args.prior_format, names=[run_name(path.stem) for path in args.image],
+                          cleans=[clean] + [None] * (len(images) - 1))
     for index, result in fits:
         write_outputs(plans[index], result, bit_depth=images[index].bit_depth, protect=protect)
         together = f" for {result.batch} images together" if result.batch > 1 else ""
@@ -202,39 +125,61 @@ def denoise(args: argparse.Namespace) -> None:
         print(line)
 
 
-def estimate_noise(args: argparse.Namespace) -> None:
-    level = analyse_noise(read_image(args.image).pixels)
+def estimate_noise(args: Namespace) -> None:
+    from dvi.api import estimate_noise as estimate
+
+    level = estimate(args.image, config=config_from(args))
     print(f"delta {level.delta:.2f} (0-255 scale), noise class {level.noise_class.name.lower()}, "
           f"lambda {level.weight:g}, beta0 {level.beta0:g}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dvi", description="ScoreDVI single-image denoising.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    d = commands.add_parser("denoise", help="denoise one image")
+def build_parser(*, preset: str = "reference") -> ArgumentParser:
+    """The ``python -m dvi`` parser; the fit options default to the shipped ``preset``'s values."""
+    from dvi.interface.evaluate import add_evaluate_arguments
+
+    parser = ArgumentParser(prog="python -m dvi", description="ScoreDVI single-image denoising.",
+                            exit_on_error=False, formatter_class=HelpFormatter)
+    commands = parser.add_subcommands(dest="command", required=True)
+    d = command_parser("Denoise images; writes <name>_denoised.png, _variance.tif, _uncertainty.png.")
     d.add_argument("--image", type=Path, nargs="+", required=True,
                    help="the noisy image(s) (PNG/JPEG/TIFF, gray or RGB); same-sized ones are fitted together on a GPU")
-    d.add_argument("--output", type=Path, default=None, help="output file for one --image (.png/.tif/.jpg)")
-    d.add_argument("--output-dir", type=Path, default=Path("outputs"),
-                   help="where <name>_denoised.png and its companions go when --output is not given (default outputs)")
-    d.add_argument("--clean", type=Path, default=None, help="a clean reference: PSNR/SSIM are logged and printed")
-    d.add_argument("--save-components", action="store_true",
+    d.add_argument("--output", type=Path, default=None, help="output file for one --image (.png/.tif/.jpg; default: <output-dir>/<name>_denoised.png)")
+    d.add_argument("--output-dir", dest="output_dir", type=Path, default=Path("outputs"),
+                   help="where <name>_denoised.png and its companions go when --output is not given (default: outputs)")
+    d.add_argument("--clean", type=Path, default=None, help="a clean reference: PSNR/SSIM are logged and printed (default: none)")
+    d.add_argument("--save-components", dest="save_components", action="store_true",
                    help="also write each component's mean <out>_mean<k>.png and weight map <out>_pi<k>.png (last step)")
-    add_fit_options(d)
-    d.set_defaults(run=denoise)
-    e = commands.add_parser("evaluate", help="denoise noisy/clean pairs and tabulate PSNR/SSIM")
-    from dvi.interface.evaluate import add_evaluate_arguments, evaluate
-
+    add_fit_options(d, preset=preset)
+    commands.add_subcommand("denoise", d, help="denoise one or more images")
+    e = command_parser("Denoise noisy/clean pairs and tabulate PSNR/SSIM (resumable).")
     add_evaluate_arguments(e)
-    add_fit_options(e)
-    e.set_defaults(run=evaluate)
-    n = commands.add_parser("estimate-noise", help="print the noise level delta and lambda of an image")
+    add_fit_options(e, preset=preset)
+    commands.add_subcommand("evaluate", e, help="denoise noisy/clean pairs and tabulate PSNR/SSIM")
+    n = command_parser("Print the noise level delta, class, lambda and beta0 of an image.")
     n.add_argument("--image", type=Path, required=True)
-    n.set_defaults(run=estimate_noise)
+    add_fit_options(n, preset=preset)
+    commands.add_subcommand("estimate-noise", n, help="print the noise level delta and lambda of an image")
     return parser
+
+
+def parse(argv: list[str]) -> tuple[str, Namespace]:
+    """The command and its options; a bad option is one :class:`InputError` line naming it."""
+    parser = build_parser(preset=chosen_preset(argv))
+    try:
+        args = parser.parse_args(argv)
+    except Exception as err:  # jsonargparse raises ArgumentError (and TypeError for some bad config files)
+        raise one_line_error(str(err), COMMANDS) from None
+    return args.command, args[args.command]
 
 
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    args.run(args)
+    from dvi.interface.evaluate import evaluate
+
+    command, args = parse(sys.argv[1:] if argv is None else argv)
+    config = config_from(args)  # every value checked before any file is read
+    if config.runtime.device in ("gpu", "cuda"):
+        from common.trainer import check_accelerator
+
+        check_accelerator(config.runtime.device)
+    {"denoise": denoise, "evaluate": evaluate, "estimate-noise": estimate_noise}[command](args)

@@ -5,20 +5,21 @@ Re-running on the same output folder resumes: images already in the CSV are skip
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
+from jsonargparse import ArgumentParser, Namespace
 
 from common.errors import InputError
-from common.images import center_crop, list_images, read_image, write_image
-from common.metrics import score
-from common.prior_files import PriorFormat, prior_loader
+from dvi.interface.options import config_from
+from dvi.naming import run_name
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 COLUMNS = ["name", "psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "lambda", "beta0", "restarts", "seconds",
            "peak_gpu_mb", "peak_rss_mb", "steps", "height", "width", "batch"]
@@ -39,6 +40,8 @@ def pair_name(path: Path) -> str:
 
 def find_pairs(noisy_dir: Path, clean_dir: Path) -> list[Pair]:
     """Pairs matched by :func:`pair_name`; noisy files are those not ending in ``_clean``."""
+    from common.images import list_images
+
     for folder in (noisy_dir, clean_dir):
         if not folder.is_dir():
             raise InputError(f"{folder} is not a folder; pass --noisy DIR --clean DIR or --list FILE")
@@ -69,6 +72,8 @@ def read_pair_list(path: Path) -> list[Pair]:
 
 def crop_if(pixels, size: int | None):  # noqa: ANN001, ANN201 - tensor in, tensor out
     """``--crop``: the centre ``size`` x ``size`` window, or the whole image when no size is given."""
+    from common.images import center_crop
+
     return pixels if size is None else center_crop(pixels, size)
 
 
@@ -97,6 +102,8 @@ def append_row(table: Path, row: dict[str, object]) -> None:
 
 def summarise(table: Path, console: Console) -> None:
     """Mean PSNR / SSIM / 8-bit PSNR / seconds per subset (the name's prefix before '_')."""
+    from rich.table import Table
+
     with open(table, newline="") as handle:
         rows = list(csv.DictReader(handle))
     groups: dict[str, list[dict[str, str]]] = {}
@@ -113,9 +120,16 @@ def summarise(table: Path, console: Console) -> None:
     console.print(summary)
 
 
-def evaluate(args: argparse.Namespace) -> None:
-    from dvi.interface.cli import budget_from, run_name, settings_from
-    from dvi.fitting.large import fit_many
+def evaluate(args: Namespace) -> None:
+    from rich.console import Console
+
+    from common.images import read_image, write_image
+    from common.metrics import score
+    from dvi.api import denoise_images
+
+    for flag, value in (("--limit", args.limit), ("--crop", args.crop)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be a whole number of at least 1, not {value}")
 
     if args.list is not None:
         pairs = read_pair_list(args.list)
@@ -127,7 +141,7 @@ def evaluate(args: argparse.Namespace) -> None:
     out: Path = args.output
     table = out / "results.csv"
     finished = done_names(table)
-    settings, budget = settings_from(args), budget_from(args)
+    config = config_from(args)
     console = Console()
     for pair in pairs:
         if pair.name in finished:
@@ -139,9 +153,8 @@ def evaluate(args: argparse.Namespace) -> None:
         clean.append(crop_if(read_image(pair.clean).pixels, args.crop))
         if noisy[-1].shape != clean[-1].shape:
             raise InputError(f"{pair.noisy} is {tuple(noisy[-1].shape)} but {pair.clean} is {tuple(clean[-1].shape)}")
-    priors_for = prior_loader(args.priors, prior_format=PriorFormat(args.prior_format))
-    fits = fit_many(noisy, priors_for, settings, budget, names=[f"evaluate/{run_name(p.name)}" for p in todo],
-                    cleans=clean)
+    fits = denoise_images(noisy, config, priors=args.priors, prior_format=args.prior_format,
+                          names=[f"evaluate/{run_name(p.name)}" for p in todo], cleans=clean)
     for index, result in fits:
         pair = todo[index]
         write_image(out / f"{pair.name}_denoised.png", result.denoised, protect=[pair.noisy, pair.clean])
@@ -152,17 +165,18 @@ def evaluate(args: argparse.Namespace) -> None:
                            "restarts": result.restarts, "seconds": f"{result.seconds / result.batch:.2f}",
                            "peak_gpu_mb": f"{result.peak_memory_mb:.0f}",
                            "peak_rss_mb": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
-                           "steps": settings.steps, "height": noisy[index].shape[1], "width": noisy[index].shape[2],
+                           "steps": config.method.steps, "height": noisy[index].shape[1], "width": noisy[index].shape[2],
                            "batch": result.batch})
         console.print(f"{pair.name}: PSNR {scores.psnr:.2f} dB (noisy {before.psnr:.2f}), SSIM {scores.ssim:.4f}, "
                       f"{result.seconds / result.batch:.1f} s" + (f" (batch of {result.batch})" if result.batch > 1 else ""))
     summarise(table, console)
 
 
-def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+def add_evaluate_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--noisy", type=Path, default=None, help="folder of noisy images")
     parser.add_argument("--clean", type=Path, default=None, help="folder of clean references (may be the same)")
     parser.add_argument("--list", type=Path, default=None, help="file of 'NOISY CLEAN' path pairs")
-    parser.add_argument("--output", type=Path, default=Path("outputs/evaluate"), help="results folder (resumable)")
+    parser.add_argument("--output", type=Path, default=Path("outputs/evaluate"),
+                        help="results folder (resumable; default: outputs/evaluate)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     parser.add_argument("--crop", type=int, default=None, help="centre-crop every pair to N x N (for quick CPU runs)")

@@ -12,6 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dvi.config import Nets
+
+NETS = Nets()  # default sizes (dvi/config.py)
+
 LOG_MIN, LOG_MAX = math.log(1e-8), math.log(1e4)
 
 
@@ -44,7 +48,7 @@ class UNet(nn.Module):
     depth 4 has about 13.4 M parameters for C=3, K=3. H and W must be multiples of 2**depth.
     """
 
-    def __init__(self, cin: int, cout: int, *, base: int = 64, depth: int = 4) -> None:
+    def __init__(self, cin: int, cout: int, *, base: int = NETS.unet_width, depth: int = NETS.unet_depth) -> None:
         super().__init__()
         widths = [base * 2**i for i in range(depth)] + [base * 2 ** (depth - 1)]
         self.inc = DoubleConv(cin, widths[0])
@@ -71,7 +75,7 @@ class UNet(nn.Module):
 class DnCNN(nn.Sequential):
     """Small DnCNN with biases: conv+ReLU, (layers-2) x (conv, BN, ReLU), conv."""
 
-    def __init__(self, cin: int, cout: int, *, layers: int = 5, features: int = 32) -> None:
+    def __init__(self, cin: int, cout: int, *, layers: int = NETS.aux_layers, features: int = NETS.aux_features) -> None:
         body: list[nn.Module] = [nn.Conv2d(cin, features, 3, padding=1), nn.ReLU(inplace=True)]
         for _ in range(layers - 2):
             body += [nn.Conv2d(features, features, 3, padding=1), nn.BatchNorm2d(features), nn.ReLU(inplace=True)]
@@ -82,7 +86,8 @@ class DnCNN(nn.Sequential):
 class XNet(nn.Module):
     """X-net: posterior mean ``mu_k`` and clamped log-variance ``log sigma2_k`` of each component."""
 
-    def __init__(self, *, channels: int = 3, components: int = 3, base: int = 64, depth: int = 4) -> None:
+    def __init__(self, *, channels: int = 3, components: int = 3, base: int = NETS.unet_width,
+                 depth: int = NETS.unet_depth) -> None:
         super().__init__()
         self.channels, self.components = channels, components
         self.net = UNet(channels, 2 * components * channels, base=base, depth=depth)
@@ -95,7 +100,8 @@ class XNet(nn.Module):
 class PhiNet(nn.Module):
     """Phi-net: clamped ``log alpha^_k`` and ``log beta^_k`` of the Gamma posterior of the noise precision."""
 
-    def __init__(self, *, channels: int = 3, components: int = 3, layers: int = 5, features: int = 32) -> None:
+    def __init__(self, *, channels: int = 3, components: int = 3, layers: int = NETS.aux_layers,
+                 features: int = NETS.aux_features) -> None:
         super().__init__()
         self.channels, self.components = channels, components
         self.net = DnCNN(channels, 2 * components * channels, layers=layers, features=features)
@@ -108,7 +114,8 @@ class PhiNet(nn.Module):
 class ZNet(nn.Module):
     """Z-net: mixture weights ``pi_k`` (softmax over k of its logits)."""
 
-    def __init__(self, *, channels: int = 3, components: int = 3, layers: int = 5, features: int = 32) -> None:
+    def __init__(self, *, channels: int = 3, components: int = 3, layers: int = NETS.aux_layers,
+                 features: int = NETS.aux_features) -> None:
         super().__init__()
         self.channels, self.components = channels, components
         self.net = DnCNN(channels, components * channels, layers=layers, features=features)
@@ -121,7 +128,8 @@ class ZNet(nn.Module):
 class OmegaNet(nn.Module):
     """Omega-net: Dirichlet concentration ``d^_k = exp(clamped log d^_k)``."""
 
-    def __init__(self, *, channels: int = 3, components: int = 3, layers: int = 5, features: int = 32) -> None:
+    def __init__(self, *, channels: int = 3, components: int = 3, layers: int = NETS.aux_layers,
+                 features: int = NETS.aux_features) -> None:
         super().__init__()
         self.channels, self.components = channels, components
         self.net = DnCNN(channels, components * channels, layers=layers, features=features)

@@ -46,6 +46,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from common.errors import InputError
+from dvi.config import NoiseClasses
+
+CLASSES = NoiseClasses()  # default thresholds and gamma (dvi/config.py)
 
 PATCH = 7
 MIN_SIDE = 2 * PATCH * 4  # smallest image side the default stride-4 estimate accepts (pixels)
@@ -210,13 +213,14 @@ class NoiseClass(enum.Enum):
     HIGH = "high"
 
 
-def noise_class(delta: float, *, low: float = 10.0, high: float = 25.0) -> NoiseClass:
+def noise_class(delta: float, *, low: float = CLASSES.low, high: float = CLASSES.high) -> NoiseClass:
     """LOW if ``delta < low``, MEDIUM if ``low <= delta < high``, HIGH if ``delta >= high`` (0..255 scale)."""
     _check_delta(delta, low, high)
     return NoiseClass.LOW if delta < low else NoiseClass.MEDIUM if delta < high else NoiseClass.HIGH
 
 
-def prior_weight(delta: float, *, low: float = 10.0, high: float = 25.0, gamma: float = 2.0) -> float:
+def prior_weight(delta: float, *, low: float = CLASSES.low, high: float = CLASSES.high,
+                 gamma: float = CLASSES.gamma) -> float:
     """Prior weight lambda(y) (paper Eq. 20): 1/gamma, 1 or gamma for LOW / MEDIUM / HIGH delta (0..255)."""
     if not gamma > 0:
         raise InputError(f"gamma must be > 0, got {gamma}")
@@ -227,7 +231,7 @@ def prior_weight(delta: float, *, low: float = 10.0, high: float = 25.0, gamma: 
 _BETA0 = {NoiseClass.LOW: 0.005, NoiseClass.MEDIUM: 0.01, NoiseClass.HIGH: 0.02}
 
 
-def auto_beta0(delta: float, *, low: float = 10.0, high: float = 25.0) -> float:
+def auto_beta0(delta: float, *, low: float = CLASSES.low, high: float = CLASSES.high) -> float:
     """Gamma hyperprior rate beta0 for ``delta`` (0..255): 0.005 / 0.01 / 0.02 (paper: PolyU / CC / SIDD)."""
     return _BETA0[noise_class(delta, low=low, high=high)]
 
@@ -243,7 +247,8 @@ class NoiseLevel:
 
 
 def analyse_noise(
-    image: Tensor, *, stride: int = 4, low: float = 10.0, high: float = 25.0, gamma: float = 2.0
+    image: Tensor, *, stride: int = 4, low: float = CLASSES.low, high: float = CLASSES.high,
+    gamma: float = CLASSES.gamma
 ) -> NoiseLevel:
     """Estimate ``delta`` of a (C, H, W) image in [0, 1] and derive lambda, the class and beta0."""
     delta = estimate_noise_level(image, stride=stride)

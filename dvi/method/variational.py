@@ -11,29 +11,48 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from dvi.config import Nets
 from dvi.method.nets import OmegaNet, PhiNet, XNet, ZNet
+
+NETS = Nets()  # default sizes (dvi/config.py)
+
+
+class Maps(NamedTuple):
+    """The variational parameters of the posterior, each (N, K, C, H, W): component means ``mu`` and clamped
+    log-variances ``log_var`` (X-net), clamped log shape ``log_alpha`` and rate ``log_beta`` of the Gamma
+    posterior of the noise precision (Phi-net), mixture weights ``pi`` (Z-net), Dirichlet concentrations
+    ``d_hat`` (Omega-net); the keyword arguments of :func:`dvi.method.elbo.negative_elbo` (``._asdict()``)."""
+
+    mu: Tensor
+    log_var: Tensor
+    log_alpha: Tensor
+    log_beta: Tensor
+    pi: Tensor
+    d_hat: Tensor
 
 
 class VariationalNets(nn.Module):
     """X-, Phi-, Z- and Omega-net of one image; outputs are (N, K, C, H, W) maps."""
 
-    def __init__(self, *, channels: int = 3, components: int = 3, unet_base: int = 64, unet_depth: int = 4,
-                 aux_layers: int = 5, aux_features: int = 32) -> None:
+    def __init__(self, *, channels: int = 3, components: int = 3, unet_base: int = NETS.unet_width,
+                 unet_depth: int = NETS.unet_depth, aux_layers: int = NETS.aux_layers,
+                 aux_features: int = NETS.aux_features) -> None:
         super().__init__()
         self.x_net = XNet(channels=channels, components=components, base=unet_base, depth=unet_depth)
         aux = dict(channels=channels, components=components, layers=aux_layers, features=aux_features)
         self.phi_net, self.z_net, self.omega_net = PhiNet(**aux), ZNet(**aux), OmegaNet(**aux)
 
-    def forward(self, y: Tensor) -> dict[str, Tensor]:
+    def forward(self, y: Tensor) -> Maps:
         mu, log_var = self.x_net(y)
         log_alpha, log_beta = self.phi_net(y)
-        return {"mu": mu, "log_var": log_var, "log_alpha": log_alpha, "log_beta": log_beta,
-                "pi": self.z_net(y), "d_hat": self.omega_net(y)}
+        return Maps(mu=mu, log_var=log_var, log_alpha=log_alpha, log_beta=log_beta, pi=self.z_net(y),
+                    d_hat=self.omega_net(y))
 
 
 def _escape(name: str) -> str:
@@ -70,14 +89,14 @@ class StackedNets(nn.Module):
         buffers = {k: getattr(self, f"stacked_buffer__{_escape(k)}") for k in self.buffer_names}
         return params, buffers
 
-    def forward(self, y: Tensor) -> dict[str, Tensor]:
+    def forward(self, y: Tensor) -> Maps:
         """Maps of all B images, computed in ``y``'s dtype with autocast off: under ``vmap`` cuDNN's
         batch-norm backward refuses bf16 activations with float32 running statistics (seen on an H100),
         and the variational nets are a small part of the work (the priors keep autocast)."""
         with torch.autocast(device_type=y.device.type, enabled=False):
             return self._forward(y)
 
-    def _forward(self, y: Tensor) -> dict[str, Tensor]:
+    def _forward(self, y: Tensor) -> Maps:
         template = self._template[0]
         params, buffers = self._state()
         if self.count == 1:  # no vmap needed: views of the stacked weights without their leading dimension
@@ -85,11 +104,10 @@ class StackedNets(nn.Module):
             one = {k: v.squeeze(0) for k, v in params.items()}, {k: v.squeeze(0) for k, v in buffers.items()}
             return functional_call(template, one, (y,))
 
-        def call(p: dict[str, Tensor], b: dict[str, Tensor], image: Tensor) -> dict[str, Tensor]:
-            return functional_call(template, (p, b), (image.unsqueeze(0),))
+        def call(p: dict[str, Tensor], b: dict[str, Tensor], image: Tensor) -> tuple[Tensor, ...]:
+            return tuple(functional_call(template, (p, b), (image.unsqueeze(0),)))
 
-        out = vmap(call)(params, buffers, y)
-        return {key: value.squeeze(1) for key, value in out.items()}
+        return Maps(*(value.squeeze(1) for value in vmap(call)(params, buffers, y)))
 
     def unstacked(self, index: int) -> VariationalNets:
         """A plain :class:`VariationalNets` holding copy ``index`` of the weights (for inspection/tests)."""

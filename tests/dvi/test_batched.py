@@ -23,12 +23,12 @@ def test_stacked_nets_equal_separate_nets_outputs_and_gradients():
     out = stacked(y)
     for b, net in enumerate(nets):
         single = net(y[b:b + 1])
-        for key in single:
-            torch.testing.assert_close(out[key][b:b + 1], single[key])
-    (sum(v.square().sum() for v in out.values())).backward()
+        for key in single._fields:
+            torch.testing.assert_close(getattr(out, key)[b:b + 1], getattr(single, key))
+    (sum(v.square().sum() for v in out)).backward()
     for b, net in enumerate(nets):
         net.zero_grad()
-        (sum(v.square().sum() for v in net(y[b:b + 1]).values())).backward()
+        (sum(v.square().sum() for v in net(y[b:b + 1]))).backward()
         grads = dict(net.named_parameters())
         for name in ("x_net.net.inc.0.weight", "z_net.net.0.weight", "phi_net.net.3.weight"):
             stacked_grad = stacked.stacked[name.replace(".", "__")].grad[b]
@@ -40,7 +40,7 @@ def test_nets_of_different_seeds_differ_and_unstack_round_trips():
     weight = stacked.stacked["x_net__net__inc__0__weight"]
     assert not torch.equal(weight[0], weight[1])
     y = torch.rand(1, 3, 16, 16)
-    torch.testing.assert_close(stacked.unstacked(1)(y)["mu"], seeded_nets([1], **SIZES)[0](y)["mu"])
+    torch.testing.assert_close(stacked.unstacked(1)(y).mu, seeded_nets([1], **SIZES)[0](y).mu)
 
 
 def test_batched_surrogate_gradient_equals_per_image_gradient():
@@ -69,7 +69,7 @@ DISTINCT = [NoiseLevel(delta=5.0, weight=0.5, noise_class=NoiseClass.LOW, beta0=
 def test_batched_fit_equals_sequential_fits(tiny_priors, levels):
     prior, _ = load_prior(tiny_priors[3], channels=3)
     # float64: in float32 Adam turns rounding-level differences of near-zero gradients into full steps
-    settings = dataclasses.replace(SMALL, steps=6, precision="64-true")
+    settings = SMALL.replace(steps=6, precision="64-true")
     images = [noisy_pair(seed=s)[1].double() for s in (3, 5)]
     together = fit_images(images, [prior, prior], settings, noise=levels)
     for index, (image, batched) in enumerate(zip(images, together)):
@@ -82,20 +82,20 @@ def test_batched_fit_equals_sequential_fits(tiny_priors, levels):
 def test_a_diverging_image_does_not_disturb_the_others(tiny_priors, monkeypatch):
     """Image 1's loss is NaN on its first attempt: image 0 is unaffected, image 1 is refitted with seed + 1."""
     prior, _ = load_prior(tiny_priors[3], channels=3)
-    settings = dataclasses.replace(SMALL, steps=4, precision="64-true")
+    settings = SMALL.replace(steps=4, precision="64-true")
     images = [noisy_pair(seed=s)[1].double() for s in (3, 5)]
     alone = fit_image(images[0], [prior], settings)
     real = dvi.fitting.module.negative_elbo
 
     def nan_for_second_image(**kwargs):  # the loss is computed for all images of the batch in one call
         terms = real(**kwargs)
-        hit = torch.tensor([torch.equal(y, images[1]) and torch.initial_seed() == settings.seed for y in kwargs["y"]])
+        hit = torch.tensor([torch.equal(y, images[1]) and torch.initial_seed() == settings.runtime.seed for y in kwargs["y"]])
         return dataclasses.replace(terms, total=torch.where(hit, float("nan"), terms.total))
 
     monkeypatch.setattr(dvi.fitting.module, "negative_elbo", nan_for_second_image)
     first, second = fit_images(images, [prior], settings)
     torch.testing.assert_close(first.denoised, alone.denoised, rtol=0, atol=1e-8)
-    assert first.restarts == 0 and second.restarts == 1 and second.seed == settings.seed + 1
+    assert first.restarts == 0 and second.restarts == 1 and second.seed == settings.runtime.seed + 1
     assert torch.isfinite(second.denoised).all()
 
 
@@ -115,9 +115,9 @@ def test_stacked_nets_run_in_the_input_dtype_under_autocast(images):
     plain = stacked(y)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         mixed = stacked(y)
-    for key, value in mixed.items():
+    for key, value in mixed._asdict().items():
         assert value.dtype == torch.float32, key
-        torch.testing.assert_close(value, plain[key])
+        torch.testing.assert_close(value, getattr(plain, key))
 
 
 def test_stacked_batch_norm_running_statistics_are_each_images_own():
@@ -145,7 +145,7 @@ def test_priors_are_stored_in_the_autocast_dtype_with_the_same_result(tiny_prior
         if keep_float32:
             monkeypatch.setattr(module, "_priors_in_autocast_dtype", lambda: None)
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-            loss = module.training_step(0, 0)
+            loss = module.training_step(0, 0)["loss"]
         loss.backward()
         return loss.detach(), [p.grad for p in module.nets.parameters()], next(module.priors.parameters()).dtype
 

@@ -1,7 +1,5 @@
 """ScoreDVI fit on a small synthetic noisy image: it denoises, and it is reproducible."""
 
-import dataclasses
-
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -9,13 +7,14 @@ from lightning.pytorch.callbacks import Callback
 import common.trainer
 from common.metrics import psnr
 from common.prior_files import load_prior
-from dvi.fitting.fit import FitSettings, fit_image
+from dvi.config import Config
+from dvi.fitting.fit import fit_image
 from dvi.fitting.module import ScoreDVI
 from dvi.method.noise_level import analyse_noise, auto_beta0
 from tests.conftest import smooth_image
 
-SMALL = FitSettings(steps=100, lr=3e-3, restart_sigma=10.0, components=2, mc_samples=2, unet_base=16, unet_depth=2, aux_features=16,
-                    image_every=0, progress_bar=False, precision="32-true", accelerator="cpu")
+SMALL = Config().replace(steps=100, lr=3e-3, restart_sigma=10.0, components=2, mc_samples=2, unet_width=16, unet_depth=2,
+                         aux_features=16, image_every=0, progress=False, precision="32-true", device="cpu")
 
 
 def noisy_pair(seed=7, sigma=25.0, channels=3):
@@ -39,24 +38,24 @@ def test_fit_denoises_clearly_and_reports_noise_level(tiny_priors):
 def test_same_seed_same_output_other_seed_differs(tiny_priors):
     prior, _ = load_prior(tiny_priors[3], channels=3)
     _, noisy = noisy_pair(seed=3)
-    short = FitSettings(**{**SMALL.__dict__, "steps": 5, "restart_sigma": 10.0})
+    short = SMALL.replace(steps=5, restart_sigma=10.0)
     first, second = fit_image(noisy, [prior], short), fit_image(noisy, [prior], short)
     torch.testing.assert_close(first.denoised, second.denoised, rtol=0, atol=0)
-    other = fit_image(noisy, [prior], FitSettings(**{**short.__dict__, "seed": 1}))
+    other = fit_image(noisy, [prior], short.replace(seed=1))
     assert not torch.equal(first.denoised, other.denoised)
 
 
 def test_restart_rule_refits_once_when_sigma_stays_large(tiny_priors):
     prior, _ = load_prior(tiny_priors[3], channels=3)
     _, noisy = noisy_pair(seed=4)
-    result = fit_image(noisy, [prior], FitSettings(**{**SMALL.__dict__, "steps": 2, "restart_sigma": 0.0}))
-    assert result.restarts == 1 and result.seed == SMALL.seed + 1
+    result = fit_image(noisy, [prior], SMALL.replace(steps=2, restart_sigma=0.0))
+    assert result.restarts == 1 and result.seed == SMALL.runtime.seed + 1
 
 
 def test_grayscale_image_with_grayscale_prior(tiny_priors):
     prior, _ = load_prior(tiny_priors[1], channels=1)
     clean, noisy = noisy_pair(seed=9, channels=1)
-    result = fit_image(noisy, [prior], FitSettings(**{**SMALL.__dict__, "steps": 3, "restart_sigma": 10.0}))
+    result = fit_image(noisy, [prior], SMALL.replace(steps=3, restart_sigma=10.0))
     assert result.denoised.shape == (1, 64, 64) and result.variance.shape == (1, 64, 64)
 
 
@@ -72,7 +71,7 @@ def test_steps_carry_no_image_the_images_are_a_module_buffer(tiny_priors, monkey
         return real(self, step, batch_idx)
 
     monkeypatch.setattr(ScoreDVI, "training_step", spy)
-    fit_image(noisy, [prior], FitSettings(**{**SMALL.__dict__, "steps": 3}))
+    fit_image(noisy, [prior], SMALL.replace(steps=3))
     assert [step for step, _, _ in seen] == [0, 1, 2]
     assert len({pointer for _, pointer, _ in seen}) == 1 and all(same for _, _, same in seen)
 
@@ -88,12 +87,12 @@ def test_logged_scalars_and_images_are_those_of_the_steps_lightning_writes(tiny_
     losses, real = [], ScoreDVI.training_step
 
     def spy(self, step, batch_idx):
-        loss = real(self, step, batch_idx)
-        losses.append(float(loss))
-        return loss
+        out = real(self, step, batch_idx)
+        losses.append(float(out["loss"]))
+        return out
 
     monkeypatch.setattr(ScoreDVI, "training_step", spy)
-    settings = FitSettings(**{**SMALL.__dict__, "steps": 6, "log_every": 3, "image_every": 2})
+    settings = SMALL.replace(steps=6, log_every=3, image_every=2)
     fit_image(noisy, [prior], settings, clean=clean, name="logged")
     events = EventAccumulator(str(tmp_path / "runs" / "dvi" / "logged")).Reload()
     total = events.Scalars("loss/total")
@@ -117,7 +116,7 @@ def test_auto_precision_runs_the_priors_in_bf16_on_a_cpu_with_native_bf16(tiny_p
             seen.update(precision=trainer.precision, prior=next(module.priors.parameters()).dtype,
                         nets=next(module.nets.parameters()).dtype)
 
-    result = fit_image(noisy, [prior, prior], dataclasses.replace(SMALL, precision="auto"), callbacks=[Record()])
+    result = fit_image(noisy, [prior, prior], SMALL.replace(precision="auto"), callbacks=[Record()])
     expected = torch.bfloat16 if native else torch.float32
     assert seen == {"precision": "bf16-mixed" if native else "32-true", "prior": expected, "nets": torch.float32}
     assert psnr(result.denoised, clean) > psnr(noisy.clamp(0, 1), clean) + 3.0

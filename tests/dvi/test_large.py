@@ -1,16 +1,15 @@
 """Large and many images: memory budgets, tiled fits, several --image files, presets."""
 
-import dataclasses
-
 import pytest
 import torch
 
 import dvi.fitting.large
 from common.images import read_image, write_image
 from common.prior_files import load_prior
-from dvi.interface.cli import build_parser, main, settings_from
-from dvi.fitting.fit import FAST, FitSettings
-from dvi.fitting.large import Budget, fit_tiled
+from dvi.config import Config, load_preset
+from dvi.fitting.large import fit_tiled
+from dvi.interface.cli import main, parse
+from dvi.interface.options import config_from
 from dvi.fitting.memory import bytes_per_pixel, fit_memory_bytes, images_that_fit, largest_tile
 from dvi.method.noise_level import analyse_noise
 from dvi.fitting.tiling import plan_tiles
@@ -25,7 +24,7 @@ def record_fits(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     calls, real = [], dvi.fitting.large.fit_images
 
     def recording(images, *args, noise=None, **kwargs):
-        calls.append({"shapes": [tuple(x.shape) for x in images], "noise": noise, "image_every": args[1].image_every})
+        calls.append({"shapes": [tuple(x.shape) for x in images], "noise": noise, "image_every": args[1].runtime.image_every})
         return real(images, *args, noise=noise, **kwargs)
 
     monkeypatch.setattr(dvi.fitting.large, "fit_images", recording)
@@ -41,8 +40,8 @@ def test_tiled_fit_shares_one_noise_estimate_and_covers_the_image(tiny_priors, m
     prior, _ = load_prior(tiny_priors[3], channels=3)
     image = noisy_image(100, 130)
     calls = record_fits(monkeypatch)
-    settings = dataclasses.replace(SMALL, steps=2, image_every=1)
-    result = fit_tiled(image, [prior], settings, Budget(tile=64, overlap=16, batch=2), progress=False)
+    settings = SMALL.replace(steps=2, image_every=1, tile=64, tile_overlap=16, batch=2)
+    result = fit_tiled(image, [prior], settings, progress=False)
     tiles = plan_tiles(100, 130, tile=64, overlap=16)
     assert sum(len(c["shapes"]) for c in calls) == len(tiles) == 6
     assert all(len(c["shapes"]) <= 2 and set(c["shapes"]) == {(3, 64, 64)} for c in calls)
@@ -57,12 +56,12 @@ def test_tiled_fit_shares_one_noise_estimate_and_covers_the_image(tiny_priors, m
 def test_image_within_one_tile_is_fitted_whole(tiny_priors, monkeypatch):
     prior, _ = load_prior(tiny_priors[3], channels=3)
     calls = record_fits(monkeypatch)
-    result = fit_tiled(noisy_pair()[1], [prior], dataclasses.replace(SMALL, steps=2), Budget(tile=0), progress=False)
-    assert [c["shapes"] for c in calls] == [[(3, 64, 64)]] and result.component_means.shape[0] == SMALL.components
+    result = fit_tiled(noisy_pair()[1], [prior], SMALL.replace(steps=2, tile=0), progress=False)
+    assert [c["shapes"] for c in calls] == [[(3, 64, 64)]] and result.component_means.shape[0] == SMALL.method.components
 
 
 def test_memory_estimate_is_consistent_with_tile_and_batch_choices():
-    settings = FitSettings()
+    settings = Config()
     priors = []
     per_pixel = bytes_per_pixel(settings, priors, channels=3)
     assert per_pixel > 1000  # 13 M-parameter U-Net at full resolution: kilobytes per pixel, not bytes
@@ -72,7 +71,7 @@ def test_memory_estimate_is_consistent_with_tile_and_batch_choices():
     count = images_that_fit(settings, priors, channels=3, height=128, width=128, memory_gb=8.0)
     assert fit_memory_bytes(settings, priors, channels=3, height=128, width=128, images=count) <= 8 * 2**30
     assert fit_memory_bytes(settings, priors, channels=3, height=128, width=128, images=count + 1) > 8 * 2**30
-    slim = dataclasses.replace(settings, unet_base=16, mc_samples=1)
+    slim = settings.replace(unet_width=16, mc_samples=1)
     assert bytes_per_pixel(slim, priors, channels=3) < per_pixel / 2
 
 
@@ -121,9 +120,11 @@ def test_same_names_in_two_folders_are_refused(tiny_priors, tmp_path, capsys):
 
 
 def test_fast_preset_and_explicit_options_override_it():
-    parser = build_parser()
-    fast = settings_from(parser.parse_args(["denoise", "--image", "x.png", "--preset", "fast"]))
+    FAST = load_preset("fast")
+    fast = config_from(parse(["denoise", "--image", "x.png", "--preset", "fast"])[1])
     assert fast == FAST
-    mixed = settings_from(parser.parse_args(["denoise", "--image", "x.png", "--preset", "fast", "--steps", "7"]))
-    assert mixed.steps == 7 and mixed.mc_samples == FAST.mc_samples
-    assert settings_from(parser.parse_args(["denoise", "--image", "x.png"])) == FitSettings()
+    mixed = config_from(parse(["denoise", "--image", "x.png", "--preset", "fast", "--steps", "7"])[1])
+    assert mixed.method.steps == 7 and mixed.method.mc_samples == FAST.method.mc_samples
+    assert config_from(parse(["denoise", "--image", "x.png"])[1]) == Config()
+    before = config_from(parse(["denoise", "--image", "x.png", "--steps", "7", "--preset", "fast"])[1])
+    assert before == mixed  # explicit options win wherever --preset stands

@@ -1,0 +1,175 @@
+"""The Python API of stage 2, and the command line's only entry into the method.
+
+    from dvi import denoise
+    result = denoise(image, preset="fast", steps=50)   # image: (C,H,W), (H,W,C) or (H,W) in [0,1], or a path
+    result.image, result.variance, result.delta, result.lambda_, result.beta0, result.restarts, result.seconds
+
+Options are those of :class:`dvi.config.Config` by their flat names (``steps``, ``beta0``, ``seed``,
+``device``, ... : the command-line option without ``--``, dashes as underscores), applied on top of
+``preset`` (a shipped preset, ``reference`` or ``fast``) or of a whole ``config``. Images are float
+intensities in [0, 1]; ``delta`` is the estimated noise standard deviation on the 0-255 scale.
+A bad value raises :class:`common.errors.InputError` naming the option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from common.errors import InputError
+from common.images import read_image
+from common.metrics import score
+from common.prior_files import PriorFormat, prior_loader
+from dvi.config import Config, load_preset
+from dvi.fitting.fit import FitResult, noise_level
+from dvi.fitting.large import fit_many
+from dvi.method.noise_level import NoiseLevel
+
+ImageLike = np.ndarray | Tensor | str | Path
+
+
+def make_config(*, preset: str = "reference", config: Config | None = None, **overrides: Any) -> Config:
+    """``config`` (default: the shipped ``preset``) with ``overrides`` by flat name (None values ignored)."""
+    return (config if config is not None else load_preset(preset)).replace(**overrides)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the caller holds an image: ``kind`` "numpy" or "torch", ``axes`` "CHW", "HWC" or "HW"."""
+
+    kind: str
+    axes: str
+
+    def to_caller(self, chw: Tensor) -> np.ndarray | Tensor:
+        """A (C, H, W) CPU tensor in the caller's layout and type (float32 numpy, or a tensor)."""
+        out = chw[0] if self.axes == "HW" else chw.permute(1, 2, 0) if self.axes == "HWC" else chw
+        return out.numpy().astype(np.float32) if self.kind == "numpy" else out
+
+
+def as_chw(image: ImageLike) -> tuple[Tensor, Layout]:
+    """``image`` as a float (C, H, W) CPU tensor in [0, 1] and the layout to give results back in.
+
+    A path is read with :func:`common.images.read_image` (results come back as numpy (H, W, C), or (H, W)
+    for gray). A 3-D array is (C, H, W) when its first axis has 1 or 3 entries and its last does not,
+    else (H, W, C) when its last has 1 or 3; a 2-D array is one gray channel."""
+    if isinstance(image, (str, Path)):
+        pixels = read_image(Path(image)).pixels
+        return pixels, Layout("numpy", "HW" if pixels.shape[0] == 1 else "HWC")
+    kind = "torch" if isinstance(image, Tensor) else "numpy"
+    if kind == "numpy":
+        if not isinstance(image, np.ndarray):
+            raise InputError(f"image must be a numpy array, a torch tensor or a path, not {type(image).__name__}")
+        if not np.issubdtype(image.dtype, np.floating):
+            raise InputError(f"image must hold floats in [0, 1], not {image.dtype} (divide by 255 or 65535 first)")
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    else:
+        if not image.is_floating_point():
+            raise InputError(f"image must hold floats in [0, 1], not {image.dtype}")
+        tensor = image.detach().to("cpu", torch.float32)
+    if tensor.ndim == 2:
+        axes, chw = "HW", tensor[None]
+    elif tensor.ndim == 3 and tensor.shape[0] in (1, 3) and tensor.shape[-1] not in (1, 3):
+        axes, chw = "CHW", tensor
+    elif tensor.ndim == 3 and tensor.shape[-1] in (1, 3):
+        axes, chw = "HWC", tensor.permute(2, 0, 1)
+    else:
+        raise InputError(f"image must be (C, H, W), (H, W, C) or (H, W) with 1 or 3 channels, not {tuple(tensor.shape)}")
+    if not torch.isfinite(chw).all():
+        raise InputError("image contains NaN or infinite values")
+    if chw.min() < 0 or chw.max() > 1:
+        raise InputError(f"image values must lie in [0, 1], not [{float(chw.min()):g}, {float(chw.max()):g}]")
+    return chw.contiguous(), Layout(kind, axes)
+
+
+@dataclass(frozen=True)
+class Denoised:
+    """One denoised image, in the caller's layout and type (see :func:`as_chw`).
+
+    ``image``: the posterior mean in [0, 1]; ``variance``: the per-element posterior variance var_bar ([0,1]
+    scale squared); ``delta``: estimated noise std (0-255 scale); ``lambda_``: the prior weight; ``beta0``:
+    the Gamma hyperprior rate used; ``restarts``: refits (restart rule and NaN retries); ``seconds``: the fit's
+    wall time (shared by the images of a batch); ``fit``: the full :class:`dvi.fitting.fit.FitResult` (C, H, W).
+    """
+
+    image: np.ndarray | Tensor
+    variance: np.ndarray | Tensor
+    delta: float
+    lambda_: float
+    beta0: float
+    restarts: int
+    seconds: float
+    fit: FitResult
+
+
+def priors_loader(priors: Sequence[str | Path] | None = None, *, prior_format: str = "auto"):  # noqa: ANN201
+    """``channels -> priors``: the given prior files, or the shipped ones for the channel count."""
+    try:
+        fmt = PriorFormat(prior_format)
+    except ValueError:
+        raise InputError(f"--prior-format must be one of {', '.join(f.value for f in PriorFormat)}, "
+                         f"not {prior_format!r}") from None
+    return prior_loader(None if priors is None else [Path(p) for p in priors], prior_format=fmt)
+
+
+def denoise_images(images: Sequence[Tensor], config: Config, *, priors: Sequence[str | Path] | None = None,
+                   prior_format: str = "auto", names: Sequence[str | None] | None = None,
+                   cleans: Sequence[Tensor | None] | None = None,
+                   progress: bool = True) -> Iterator[tuple[int, FitResult]]:
+    """Fit every image (C, H, W) in [0, 1]; yield ``(index, result)`` as each finishes (in groups, not in order).
+
+    Same-sized images are fitted ``config.runtime.batch`` at a time, large ones in tiles
+    (:func:`dvi.fitting.large.fit_many`); every prior file is checked before the first fit."""
+    load = priors_loader(priors, prior_format=prior_format)
+    for channels in sorted({image.shape[0] for image in images}):
+        load(channels)  # a bad prior file fails before the first fit
+    names = list(names) if names is not None else [None] * len(images)
+    yield from fit_many(list(images), load, config, names=names, cleans=cleans, progress=progress)
+
+
+def denoise(image: ImageLike, *, preset: str = "reference", config: Config | None = None,
+            priors: Sequence[str | Path] | None = None, prior_format: str = "auto", name: str | None = None,
+            **overrides: Any) -> Denoised:
+    """Denoise one image (see the module doc); ``name`` names its TensorBoard run under ``runs/dvi/``."""
+    chosen = make_config(preset=preset, config=config, **overrides)
+    pixels, layout = as_chw(image)
+    [(_, result)] = list(denoise_images([pixels], chosen, priors=priors, prior_format=prior_format, names=[name],
+                                        progress=chosen.runtime.progress))
+    return Denoised(image=layout.to_caller(result.denoised), variance=layout.to_caller(result.variance),
+                    delta=result.noise.delta, lambda_=result.noise.weight, beta0=result.beta0,
+                    restarts=result.restarts, seconds=result.seconds, fit=result)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """:func:`evaluate`'s result: the denoised image and its scores against the reference (PSNR in dB on
+    [0, 1] intensities; ``psnr_8bit`` of the 8-bit rounded estimate; ``noisy_psnr`` of the input)."""
+
+    denoised: Denoised
+    psnr: float
+    ssim: float
+    psnr_8bit: float
+    noisy_psnr: float
+
+
+def evaluate(noisy: ImageLike, clean: ImageLike, **options: Any) -> Evaluation:
+    """Denoise ``noisy`` (see :func:`denoise`, same ``options``) and score it against ``clean``."""
+    reference, _ = as_chw(clean)
+    pixels, _ = as_chw(noisy)
+    if reference.shape != pixels.shape:
+        raise InputError(f"noisy image is {tuple(pixels.shape)} (C, H, W) but clean is {tuple(reference.shape)}")
+    result = denoise(noisy, **options)
+    after, before = score(result.fit.denoised, reference), score(pixels, reference)
+    return Evaluation(denoised=result, psnr=after.psnr, ssim=after.ssim, psnr_8bit=after.psnr_8bit,
+                      noisy_psnr=before.psnr)
+
+
+def estimate_noise(image: ImageLike, *, preset: str = "reference", config: Config | None = None,
+                   **overrides: Any) -> NoiseLevel:
+    """The noise level delta (0-255 scale) of ``image`` and the class, lambda and beta0 derived from it."""
+    return noise_level(as_chw(image)[0], make_config(preset=preset, config=config, **overrides))
