@@ -33,12 +33,17 @@ def test_checkpoint_dir_is_the_checkpoints_package_unless_overridden(monkeypatch
 
 
 def test_package_data_patterns_cover_every_shipped_file():
+    """Every non-Python file inside an installed package (priors, manifest, corpus list, preset YAML) is package data."""
     assert "checkpoints" in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["checkpoints"]
-    shipped = [p.name for p in (ROOT / "checkpoints").iterdir() if p.is_file() and p.suffix != ".py"]
-    assert MANIFEST_NAME in shipped and "CORPUS.csv" in shipped and len(shipped) >= 8
-    for name in shipped:
-        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
+    package_data = PYPROJECT["tool"]["setuptools"]["package-data"]
+    shipped = [path for package in (*INSTALLED_PACKAGES, "checkpoints") for path in (ROOT / package).rglob("*")
+               if path.is_file() and path.suffix not in (".py", ".pyc")]
+    names = {path.name for path in shipped}
+    assert {MANIFEST_NAME, "CORPUS.csv", "bfdncnn_rgb_a.pt", "bfdncnn_gray_a.pt"} <= names
+    for path in shipped:
+        package = ".".join(path.parent.relative_to(ROOT).parts)
+        patterns = package_data.get(package, []) + package_data.get("*", [])
+        assert any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns), f"{path} is not package data"
 
 
 def imported_top_level_names(package: str) -> set[str]:
