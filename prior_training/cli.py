@@ -55,6 +55,24 @@ class SaveLastOnStop(Callback):
                 trainer.save_checkpoint(Path(checkpoint.dirpath) / name)
 
 
+class TrainingProgressBar(RichProgressBar):
+    """The rich progress bar without the logger version (``v_num``, a number only for ``version_N`` runs) and
+    without an epoch total where training is bounded by steps or time (Lightning shows ``max_epochs - 1``,
+    i.e. ``Epoch 3/-2`` for the unbounded ``max_epochs=-1``)."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:  # noqa: ANN001 - Lightning's hook signature
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = super()._get_train_description(current_epoch)
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs < 1:
+            description = description.replace(f"/{max_epochs - 1}", "", 1)
+        return description
+
+
 class PriorTrainingCLI(LightningCLI):
     """Links the image channel count of the data to the network; adds the rich progress bar, the
     learning-rate monitor and a checkpoint of the best mean validation PSNR (``--checkpoint.*``)."""
@@ -63,12 +81,22 @@ class PriorTrainingCLI(LightningCLI):
         parser.link_arguments("data.channels", "model.channels")
         parser.link_arguments("model.sigma_max", "data.sigma_max")  # the device pipeline draws the noise
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # no version counter: the run's one last.ckpt is overwritten (SaveLastOnStop and Lightning's own
+        # end-of-training save would otherwise leave last.ckpt and last-v1.ckpt)
         parser.set_defaults({"checkpoint.monitor": "val/psnr", "checkpoint.mode": "max", "checkpoint.save_last": True,
-                             "checkpoint.filename": "best-{step}"})
-        parser.add_lightning_class_args(RichProgressBar, "progress_bar")
+                             "checkpoint.filename": "best-{step}", "checkpoint.enable_version_counter": False})
+        parser.add_lightning_class_args(TrainingProgressBar, "progress_bar")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.add_lightning_class_args(SaveLastOnStop, "save_last_on_stop")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
+
+    def before_instantiate_classes(self) -> None:
+        """A run shorter than ``log_every_n_steps`` logs at its last step (else TensorBoard gets no scalars)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config["trainer"]
+        max_steps, every = trainer.get("max_steps") or -1, trainer.get("log_every_n_steps")
+        if max_steps > 0 and every is not None and every > max_steps:
+            trainer["log_every_n_steps"] = max_steps
 
 
 def expand_shortcuts(argv: list[str]) -> list[str]:
@@ -85,24 +113,41 @@ def expand_shortcuts(argv: list[str]) -> list[str]:
     return out
 
 
-def check_ckpt_path(argv: list[str]) -> None:
-    """A ``--ckpt_path`` that names a missing file is a user error, not a traceback."""
+def ckpt_path_argument(argv: list[str]) -> str | None:
+    """The value of ``--ckpt_path`` in ``argv`` (None when absent)."""
     for index, arg in enumerate(argv):
         name, sep, value = arg.partition("=")
         if name == "--ckpt_path":
-            path = value if sep else (argv[index + 1] if index + 1 < len(argv) else "")
-            if path not in ("", "last", "best", "hpc", "registry", "null") and not Path(path).is_file():
-                raise InputError(f"--ckpt_path {path} does not exist; pass a .ckpt written by 'fit' "
-                                 "(e.g. runs/prior_training/version_0/checkpoints/last.ckpt)")
+            return value if sep else (argv[index + 1] if index + 1 < len(argv) else "")
+    return None
+
+
+def check_ckpt_path(argv: list[str]) -> None:
+    """A ``--ckpt_path`` file must be a readable prior_training checkpoint (missing, truncated, foreign or
+    code-carrying files are a user error, checked with a ``weights_only`` load before Lightning sees it)."""
+    path = ckpt_path_argument(argv)
+    if path not in (None, "", "last", "best", "hpc", "registry", "null"):
+        read_checkpoint(Path(path), option="--ckpt_path")
 
 
 def run_lightning(argv: list[str]) -> None:
-    """fit / validate / test through LightningCLI (config files, --print_config)."""
+    """fit / validate / test through LightningCLI (config files, --print_config).
+
+    Checkpoints are restored with ``weights_only=True`` (unless ``--weights_only`` is given; LightningCLI
+    itself reads a checkpoint's hyperparameters that way and configures the network from them); a command
+    line the parser rejects is one line.
+    """
     check_ckpt_path(argv)
     quiet_lightning()
-    with mock.patch.object(sys, "argv", [sys.argv[0], *expand_shortcuts(argv)]):
-        PriorTrainingCLI(GaussianDenoiser, PatchDataModule, trainer_defaults=trainer_defaults(),
-                         seed_everything_default=0, save_config_kwargs={"overwrite": True})
+    if argv[:1] in (["fit"], ["validate"], ["test"]) and not any(arg.startswith("--weights_only") for arg in argv):
+        argv = [*argv, "--weights_only", "true"]
+    try:
+        with mock.patch.object(sys, "argv", [sys.argv[0], *expand_shortcuts(argv)]), safe_checkpoint_globals():
+            PriorTrainingCLI(GaussianDenoiser, PatchDataModule, trainer_defaults=trainer_defaults(),
+                             seed_everything_default=0, save_config_kwargs={"overwrite": True},
+                             parser_kwargs={"exit_on_error": False})
+    except argparse.ArgumentError as err:
+        raise InputError(f"{err}; see 'python -m prior_training {argv[0] if argv else 'fit'} --help'") from None
 
 
 def export(checkpoint: Path, out: Path, *, training_data: str | None = None) -> str:

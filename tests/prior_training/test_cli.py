@@ -8,6 +8,7 @@ import torch
 from common.images import write_image
 from common.prior_files import MANIFEST_NAME, load_prior
 from prior_training.cli import expand_shortcuts, main
+from tests import conftest
 from tests.conftest import smooth_image
 
 TINY = ["--model.depth", "3", "--model.features", "8", "--data.patch_size", "16", "--data.num_workers", "0",
@@ -72,10 +73,9 @@ def test_bad_data_folders_exit_with_one_line(case, tmp_path, capsys):
 
 
 def test_unknown_dataset_name_and_manual_dataset(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--dataset", "nope"])
-    assert exit_info.value.code != 0
-    assert "nope" in capsys.readouterr().err
+    # was ~100 lines of usage before the error
+    line = conftest.one_error_line(main, ["fit", "--dataset", "nope"], capsys)
+    assert "nope" in line and "folder" in line and len(line) < 250
     with pytest.raises(SystemExit):
         main(["fit", "--dataset", "imagenet-val", "--data-root", str(tmp_path / "cache"), *TINY])
     assert "ILSVRC2012_img_val" in one_error_line(capsys)
@@ -112,3 +112,73 @@ def test_last_checkpoint_holds_the_final_step_when_training_stops_between_valida
     main(["fit", "--dataset", "folder", "--data-root", str(image_folder), *TINY, "--trainer.max_steps", "5"])
     last = tmp_path / "runs" / "prior_training" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 5
+
+
+class Payload:
+    """Unpickling it calls ``open(marker, "w")``: code a checkpoint must not be able to run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def crafted_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    marker, evil = tmp_path / "marker", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6.0", "hyper_parameters": Payload(marker)}, evil)
+    torch.load(evil, weights_only=False)  # the failure it guards against: a plain load runs the payload
+    assert marker.exists()
+    marker.unlink()
+    return evil, marker
+
+
+def test_export_does_not_run_code_from_a_crafted_checkpoint(tmp_path, capsys):
+    evil, marker = crafted_checkpoint(tmp_path)
+    line = conftest.one_error_line(main, ["export", str(evil), "--out", str(tmp_path / "x.pt")], capsys)
+    assert "evil.ckpt" in line and "objects other than tensors" in line
+    assert not marker.exists() and not (tmp_path / "x.pt").exists()
+
+
+def test_fit_ckpt_path_of_a_bad_checkpoint_is_one_line(image_folder, tmp_path, capsys):
+    run_fit(image_folder)
+    last = tmp_path / "runs" / "prior_training" / "version_0" / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    truncated, foreign = tmp_path / "truncated.ckpt", tmp_path / "foreign.ckpt"
+    truncated.write_bytes(data[: len(data) // 2])
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    evil, marker = crafted_checkpoint(tmp_path)
+    fit = ["fit", "--dataset", "folder", "--data-root", str(image_folder), *TINY, "--trainer.max_steps", "6"]
+    for path, words in ((truncated, "damaged"), (foreign, "not a prior_training checkpoint"),
+                        (evil, "objects other than tensors")):
+        line = conftest.one_error_line(main, [*fit, "--ckpt_path", str(path)], capsys)
+        assert str(path) in line and words in line
+    assert not marker.exists()
+
+
+def test_resume_writes_the_runs_one_last_checkpoint(image_folder, tmp_path):
+    run_fit(image_folder)
+    folder = tmp_path / "runs" / "prior_training" / "version_0" / "checkpoints"
+    main(["fit", "--dataset", "folder", "--data-root", str(image_folder), *TINY, "--trainer.max_steps", "6",
+          "--trainer.logger.init_args.version", "version_0", "--ckpt_path", str(folder / "last.ckpt")])
+    assert sorted(p.name for p in folder.glob("last*")) == ["last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_short_fit_without_validation_logs_scalars_and_one_last_checkpoint(image_folder, tmp_path, capsys):
+    """3 steps (< log_every_n_steps 10), no validation and no sanity check: before, no scalars reached
+    TensorBoard, last.ckpt and last-v1.ckpt were written, and the bar read 'Epoch 2/-2 ... v_num: 0'."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    capsys.readouterr()
+    main(["fit", "--dataset", "folder", "--data-root", str(image_folder), *TINY, "--trainer.max_steps", "3",
+          "--trainer.val_check_interval", "100", "--trainer.num_sanity_val_steps", "0"])
+    shown = capsys.readouterr().out
+    run = tmp_path / "runs" / "prior_training" / "version_0"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 3 and saved["val_psnr"] == {}  # no validation ran: saved anyway
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert "train/mse" in events.Tags()["scalars"] and events.Scalars("train/mse")
+    assert "Epoch" in shown and "v_num" not in shown and "/-" not in shown
