@@ -28,3 +28,15 @@ def test_native_bf16_is_read_from_either_cpu_check_and_unknown_means_no(monkeypa
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     assert cpu_has_native_bf16() is True
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_accelerator_without_a_gpu_is_an_input_error_naming_the_option(monkeypatch, accelerator):
+    from common.errors import InputError
+    from common.trainer import check_accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match=f"--device {accelerator}: torch sees no CUDA GPU"):
+        check_accelerator(accelerator)
+    check_accelerator("cpu")
+    check_accelerator("auto")
