@@ -7,7 +7,7 @@
     sigma, noise) from a :class:`~prior_training.sampler.PatchSampler` holding uint8 images on the device;
     the steps are timed by a callback (after warm-up steps, the device synchronised at both ends).
 
-Each rate is the fastest of ``--repeats`` blocks of ``--steps`` steps. Both print patches/s and TFLOP/s; the FLOPs of one training step are counted once by
+Each rate is the fastest of ``--repeats`` blocks of ``--steps`` steps, bare and pipeline blocks alternating. Both print patches/s and TFLOP/s; the FLOPs of one training step are counted once by
 ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls of forward and backward). The last
 column is (b)/(a): the share of the network's speed the whole pipeline keeps (issue target >= 0.9).
 Sampler images: ``--images`` random uint8 images of ``--image-size`` pixels a side (the speed of a draw
@@ -67,12 +67,13 @@ def step_flops(module: GaussianDenoiser, *, device: str, batch: int, patch: int)
 
 
 class StepTimer(L.Callback):
-    """Seconds per step of ``repeats`` consecutive blocks of ``steps`` training steps after ``warmup`` steps
-    (the device synchronised at each block's ends)."""
+    """Seconds per step of ``repeats`` blocks of ``steps`` training steps after ``warmup`` steps (the device
+    synchronised at each block's ends); after each block, ``between()`` (a bare block, so that both
+    measurements alternate and share whatever else the machine is doing) and its result is kept too."""
 
-    def __init__(self, *, warmup: int, steps: int, repeats: int) -> None:
-        self.warmup, self.steps, self.repeats = warmup, steps, repeats
-        self.start, self.blocks = 0.0, []
+    def __init__(self, *, warmup: int, steps: int, repeats: int, between: Callable[[], float]) -> None:
+        self.warmup, self.steps, self.repeats, self.between = warmup, steps, repeats, between
+        self.start, self.blocks, self.between_blocks = 0.0, [], []
 
     def _sync(self, module: L.LightningModule) -> None:
         if module.device.type == "cuda":
@@ -89,6 +90,7 @@ class StepTimer(L.Callback):
         if done > 0 and done % self.steps == 0 and len(self.blocks) < self.repeats:
             self._sync(module)
             self.blocks.append((time.perf_counter() - self.start) / self.steps)
+            self.between_blocks.append(self.between())
 
 
 class SamplerData(L.LightningDataModule):
@@ -103,34 +105,37 @@ class SamplerData(L.LightningDataModule):
 
 
 def pipeline_seconds(*, device: str, precision: str, batch: int, patch: int, steps: int, warmup: int,
-                     repeats: int, images: int, image_size: int) -> list[float]:
-    """Seconds per step of each block of ``steps`` steps of a real ``Trainer.fit`` on the device pipeline."""
+                     repeats: int, images: int, image_size: int, bare: Callable[[], float]) -> tuple[list[float], list[float]]:
+    """Seconds per step of each block of ``steps`` steps of a real ``Trainer.fit`` on the device pipeline,
+    and of the ``bare()`` block run after each."""
     generator = torch.Generator().manual_seed(0)
     pictures = [torch.randint(0, 256, (3, image_size, image_size), generator=generator, dtype=torch.uint8)
                 for _ in range(images)]
     sampler = PatchSampler(pictures, patch_size=patch, batch_size=batch, scales=BFCNN_SCALES)
-    timer = StepTimer(warmup=warmup, steps=steps, repeats=repeats)
+    timer = StepTimer(warmup=warmup, steps=steps, repeats=repeats, between=bare)
     total = warmup + steps * repeats
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=precision,
                         max_steps=total, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], benchmark=True)
     trainer.fit(GaussianDenoiser(), datamodule=SamplerData(sampler, steps=total))
-    return timer.blocks
+    return timer.blocks, timer.between_blocks
 
 
 def measure(*, device: str, precision: str, batch: int, patch: int, steps: int, warmup: int, repeats: int,
             images: int, image_size: int) -> tuple[float, float, float]:
     """(patches/s bare, patches/s pipeline, FLOPs per step); each rate from the fastest of ``repeats`` blocks
-    of ``steps`` steps (the least disturbed by other processes on a shared machine)."""
+    of ``steps`` steps (the least disturbed by other processes on a shared machine), the bare and pipeline
+    blocks alternating."""
     torch.manual_seed(0)
     module = GaussianDenoiser().to(device).train()
     module.setup_layout()
     flops = step_flops(module, device=device, batch=batch, patch=patch)
     step = bare_step(module, device=device, precision=precision, batch=batch, patch=patch)
-    bare = [seconds_per_step(step, device=device, steps=steps, warmup=warmup if block == 0 else 0)
-            for block in range(repeats)]
-    pipeline = pipeline_seconds(device=device, precision=precision, batch=batch, patch=patch, steps=steps,
-                                warmup=warmup, repeats=repeats, images=images, image_size=image_size)
+    for _ in range(warmup):
+        step()
+    pipeline, bare = pipeline_seconds(device=device, precision=precision, batch=batch, patch=patch, steps=steps,
+                                      warmup=warmup, repeats=repeats, images=images, image_size=image_size,
+                                      bare=lambda: seconds_per_step(step, device=device, steps=steps, warmup=0))
     return batch / min(bare), batch / min(pipeline), flops
 
 

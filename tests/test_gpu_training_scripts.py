@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_train_command_carries_the_recipe_and_run_folder(tmp_path: Path, lr: flo
     exported = tmp_path / "prior.pt"
     exported.write_bytes(b"")
     recipe = train_priors.Recipe(patch_size=64, images_per_batch=8, patches_per_image=6, workers=2, val_every=250,
-                                 quiet=True)
+                                 pipeline="device", scales=(1.0, 0.8), precision="bf16-mixed", quiet=True)
     command, last = train_priors.train_command("B-gray", folders, minutes=2.5, runs=tmp_path / "runs",
                                                max_steps=2500, exported=exported, lr=lr, recipe=recipe)
     options = dict(zip(command[3::1], command[4::1]))
@@ -82,6 +83,8 @@ def test_train_command_carries_the_recipe_and_run_folder(tmp_path: Path, lr: flo
     assert options["--trainer.logger.init_args.save_dir"] == str(tmp_path / "runs")
     assert options["--trainer.logger.init_args.version"] == name
     assert options["--progress_bar.refresh_rate"] == "0"
+    assert (options["--data.pipeline"], options["--data.scales"], options["--precision"]) == (
+        "device", "[1.0, 0.8]", "bf16-mixed")
     assert options["--model.init_prior"] == str(exported)  # no last.ckpt yet: start from the exported prior
     assert ("--model.lr" in options) == (lr is not None)
 
@@ -90,3 +93,25 @@ def test_pack_without_a_corpus_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="missing or lists no photos; build the corpus first"):
         pack_corpus.pack(tmp_path / "nowhere", tmp_path / "small", train_crop=24, test_crop=32)
     assert not (tmp_path / "small").exists()
+
+
+def test_default_recipe_is_the_bfcnn_one() -> None:
+    recipe = train_priors.Recipe()
+    assert (recipe.patch_size, recipe.images_per_batch * recipe.patches_per_image) == (50, 128)
+    assert recipe.scales == (1.0, 0.9, 0.8, 0.7) and recipe.pipeline == "auto"
+
+
+def test_budget_is_split_over_sequential_runs_rgb_first(tmp_path: Path) -> None:
+    keys = ["A-rgb", "B-rgb", "A-gray"]
+    assert train_priors.minutes_per_run(minutes=15, budget=None, keys=keys, parallel=False) == 15
+    assert train_priors.minutes_per_run(minutes=15, budget=60, keys=keys, parallel=False) == 20
+    assert train_priors.minutes_per_run(minutes=15, budget=60, keys=keys, parallel=True) == 60
+    assert train_priors.prior_file(tmp_path, "B-gray") == tmp_path / "bfdncnn_gray_b.pt"
+
+
+def test_gpu_session_script_parses_and_its_smoke_mode_keeps_checkpoints_untouched() -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_session.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    text = script.read_text()
+    smoke = text[text.index('if [ "${SMOKE:-0}" = 1 ]; then'):text.index("else")]
+    assert "PRIORS_OUT=${PRIORS_OUT:-$WORK/priors}" in smoke  # a CPU smoke run exports outside checkpoints/
