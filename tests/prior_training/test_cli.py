@@ -178,6 +178,8 @@ def test_short_fit_without_validation_logs_scalars_and_one_last_checkpoint(image
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 3 and saved["val_psnr"] == {}  # no validation ran: saved anyway
+    main(["export", str(run / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "short.pt")])
+    assert load_prior(tmp_path / "short.pt", channels=3)[1].steps == 3
     events = EventAccumulator(str(run))
     events.Reload()
     assert "train/mse" in events.Tags()["scalars"] and events.Scalars("train/mse")
