@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from common.errors import InputError
-from common.images import read_image
+from common.images import MAX_PIXELS, read_image
 from common.metrics import score
 from common.prior_files import PriorFormat, prior_loader
 from dvi.config import Config, load_preset
@@ -52,14 +52,20 @@ class Layout:
         return out.numpy().astype(np.float32) if self.kind == "numpy" else out
 
 
-def as_chw(image: ImageLike) -> tuple[Tensor, Layout]:
+def pixel_limit(config: Config) -> int | None:
+    """``--max-pixels`` as :func:`common.images.read_image` takes it: auto is ``MAX_PIXELS``, 0 is no limit (None)."""
+    limit = config.runtime.max_pixels
+    return MAX_PIXELS if limit is None else limit or None
+
+
+def as_chw(image: ImageLike, *, max_pixels: int | None = MAX_PIXELS) -> tuple[Tensor, Layout]:
     """``image`` as a float (C, H, W) CPU tensor in [0, 1] and the layout to give results back in.
 
-    A path is read with :func:`common.images.read_image` (results come back as numpy (H, W, C), or (H, W)
-    for gray). A 3-D array is (C, H, W) when its first axis has 1 or 3 entries and its last does not,
+    A path is read with :func:`common.images.read_image` (at most ``max_pixels``; results come back as
+    numpy (H, W, C), or (H, W) for gray). A 3-D array is (C, H, W) when its first axis has 1 or 3 entries and its last does not,
     else (H, W, C) when its last has 1 or 3; a 2-D array is one gray channel."""
     if isinstance(image, (str, Path)):
-        pixels = read_image(Path(image)).pixels
+        pixels = read_image(Path(image), max_pixels=max_pixels).pixels
         return pixels, Layout("numpy", "HW" if pixels.shape[0] == 1 else "HWC")
     kind = "torch" if isinstance(image, Tensor) else "numpy"
     if kind == "numpy":
@@ -137,7 +143,7 @@ def denoise(image: ImageLike, *, preset: str = "reference", config: Config | Non
             **overrides: Any) -> Denoised:
     """Denoise one image (see the module doc); ``name`` names its TensorBoard run under ``runs/dvi/``."""
     chosen = make_config(preset=preset, config=config, **overrides)
-    pixels, layout = as_chw(image)
+    pixels, layout = as_chw(image, max_pixels=pixel_limit(chosen))
     [(_, result)] = list(denoise_images([pixels], chosen, priors=priors, prior_format=prior_format, names=[name],
                                         progress=chosen.runtime.progress))
     return Denoised(image=layout.to_caller(result.denoised), variance=layout.to_caller(result.variance),
@@ -159,8 +165,9 @@ class Evaluation:
 
 def evaluate(noisy: ImageLike, clean: ImageLike, **options: Any) -> Evaluation:
     """Denoise ``noisy`` (see :func:`denoise`, same ``options``) and score it against ``clean``."""
-    reference, _ = as_chw(clean)
-    pixels, _ = as_chw(noisy)
+    limit = pixel_limit(make_config(**{k: v for k, v in options.items() if k in ("preset", "config", "max_pixels")}))
+    reference, _ = as_chw(clean, max_pixels=limit)
+    pixels, _ = as_chw(noisy, max_pixels=limit)
     if reference.shape != pixels.shape:
         raise InputError(f"noisy image is {tuple(pixels.shape)} (C, H, W) but clean is {tuple(reference.shape)}")
     result = denoise(noisy, **options)
@@ -172,4 +179,5 @@ def evaluate(noisy: ImageLike, clean: ImageLike, **options: Any) -> Evaluation:
 def estimate_noise(image: ImageLike, *, preset: str = "reference", config: Config | None = None,
                    **overrides: Any) -> NoiseLevel:
     """The noise level delta (0-255 scale) of ``image`` and the class, lambda and beta0 derived from it."""
-    return noise_level(as_chw(image)[0], make_config(preset=preset, config=config, **overrides))
+    chosen = make_config(preset=preset, config=config, **overrides)
+    return noise_level(as_chw(image, max_pixels=pixel_limit(chosen))[0], chosen)

@@ -178,6 +178,9 @@ class Runtime(Checked):
                                       "GiB a fit may use; auto: 90 percent of the device's free memory")
     log_every: int = option(10, "--log-every", whole(1, 10**7), "log scalars every N steps (each log waits for a GPU)")
     image_every: int = option(50, "--image-every", whole(0, 10**7), "TensorBoard images every N steps (0: none)")
+    max_pixels: int | None = option(None, "--max-pixels", or_auto(whole(0, 10**9)),
+                                    "refuse an image of more pixels (width x height, read from the file header "
+                                    "before decoding); auto: common.images.MAX_PIXELS; 0: no limit")
     channels_last: bool = option(True, "--channels-last", boolean, "run the priors in NHWC memory layout")
     progress: bool = option(True, "--progress", boolean, "show a progress bar")
 

@@ -3,6 +3,12 @@
 Built with jsonargparse from :mod:`dvi.config` (:mod:`dvi.interface.options`): ``--config FILE``,
 ``--print_config``, ``--preset NAME``; every fit goes through :mod:`dvi.api`. torch is imported only when
 a command runs, so ``--help`` is quick.
+
+Exit status: 0 when every output was written; 2 for bad input or options (one ``error: ...`` line, checked
+before any fit where possible: every output path is probed first); 128 + the signal's number when SIGTERM
+(143) or SIGINT (130) ends a fit (one ``interrupted by SIGTERM; ...`` line saying what was kept,
+:mod:`dvi.interface.interrupts`). ``denoise`` refuses to replace an existing output file unless
+``--overwrite`` is given; the files of one image are published together or not at all.
 """
 
 from __future__ import annotations
@@ -17,27 +23,41 @@ from jsonargparse import ArgumentParser, Namespace
 
 from common.errors import InputError, exit_on_input_error
 from dvi.config import Config
+from dvi.interface.interrupts import Interrupted, report, signals_raise
 from dvi.interface.options import (HelpFormatter, add_fit_options, chosen_preset, command_parser, config_from,
                                    one_line_error)
 from dvi.naming import run_name
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from dvi.fitting.fit import FitResult
 
 COMMANDS = ("denoise", "evaluate", "estimate-noise")
+EXIT_STATUS = ("exit status: 0 done; 2 bad input or option (one 'error:' line, before any fit); "
+               "143 SIGTERM, 130 SIGINT (one 'interrupted by ...' line; files are never left half-written)")
 
 
 OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
-def check_outputs(outputs: list[Path], inputs: list[Path]) -> None:
-    """Refuse an output name that cannot be written or would overwrite an input file."""
+def check_outputs(outputs: list[Path], inputs: list[Path], *, overwrite: bool = False) -> None:
+    """Before any fit: refuse an output name that cannot be written (wrong suffix, a directory, a read-only
+    folder: :func:`common.publish.check_writable`), that is an input file, or that exists already and
+    ``overwrite`` is not set."""
+    from common.publish import check_writable
+
     if outputs[0].suffix.lower() not in OUTPUT_SUFFIXES:
         raise InputError(f"cannot write {outputs[0]}: use a .png, .tif or .jpg file name for --output")
     for out in outputs:
         for item in inputs:
             if out.resolve() == item.resolve() or (out.exists() and item.exists() and os.path.samefile(out, item)):
                 raise InputError(f"refusing to overwrite the input {item} with {out}; choose another --output")
+    check_writable(outputs, protect=inputs)
+    existing = [out for out in outputs if out.is_file()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more of its files)" if len(existing) > 1 else ""
+        raise InputError(f"{existing[0]} exists{more}; pass --overwrite to replace it, or choose another --output")
 
 
 @dataclass(frozen=True)
@@ -77,52 +97,82 @@ def plan_outputs(args: Namespace, config: Config) -> list[Outputs]:
         raise InputError("two --image files have the same name, so their outputs would collide; rename one")
     inputs = list(args.image) + ([args.clean] if args.clean is not None else [])
     for plan in plans:
-        check_outputs(plan.all, inputs)
+        check_outputs(plan.all, inputs, overwrite=args.overwrite)
     return plans
 
 
 def write_outputs(plan: Outputs, result: FitResult, *, bit_depth: int, protect: list[Path]) -> None:
+    """Publish every file of one image together (:class:`common.publish.OutputGroup`): when one cannot
+    be written, none of them appears (files they would have replaced are kept)."""
     from common.images import write_array, write_image
+    from common.publish import OutputGroup
 
     suffix = plan.denoised.suffix.lower()
     depth = {".png": min(bit_depth, 16), ".tif": bit_depth, ".tiff": bit_depth}.get(suffix, 8)
-    write_image(plan.denoised, result.denoised, bit_depth=depth, protect=protect)
-    write_array(plan.variance, result.variance, protect=protect)
-    std = result.variance.sqrt()
-    write_image(plan.uncertainty, std / std.max().clamp_min(1e-12), protect=protect)
-    if plan.components and not result.component_means.numel():
+    tiled = plan.components and not result.component_means.numel()
+    with OutputGroup(protect=protect) as group:
+        write_image(plan.denoised, result.denoised, bit_depth=depth, group=group)
+        write_array(plan.variance, result.variance, group=group)
+        std = result.variance.sqrt()
+        write_image(plan.uncertainty, std / std.max().clamp_min(1e-12), group=group)
+        for k in range(0 if tiled else plan.components):
+            write_image(plan.component("mean", k), result.component_means[k], group=group)
+            write_image(plan.component("pi", k), result.component_weights[k], group=group)
+    if tiled:
         print(f"note: {plan.denoised} was fitted in tiles; component maps are only written for untiled fits")
-    elif plan.components:
-        for k in range(plan.components):
-            write_image(plan.component("mean", k), result.component_means[k], protect=protect)
-            write_image(plan.component("pi", k), result.component_weights[k], protect=protect)
+
+
+def announce_prior_reuse(priors: list[Path] | None, config: Config) -> None:
+    """One note line when the K components share fewer prior files (component k uses prior k mod count;
+    :class:`dvi.fitting.module.ScoreDVI`). Only for ``--priors``: the shipped sets are counted when loaded."""
+    components = config.method.components
+    if priors is not None and len(priors) < components:
+        shared = f"{len(priors)} priors" if len(priors) > 1 else "1 prior"
+        print(f"note: {components} components share {shared} (component k uses prior k mod {len(priors)})")
 
 
 def denoise(args: Namespace) -> None:
     from common.images import read_image
-    from common.metrics import score
     from dvi.api import denoise_images
+
+    from dvi.api import pixel_limit
 
     config = config_from(args)
     plans = plan_outputs(args, config)
-    images = [read_image(path) for path in args.image]
-    clean = read_image(args.clean).pixels if args.clean is not None else None
+    limit = pixel_limit(config)
+    images = [read_image(path, max_pixels=limit) for path in args.image]
+    clean = read_image(args.clean, max_pixels=limit).pixels if args.clean is not None else None
     if clean is not None and clean.shape != images[0].pixels.shape:
         raise InputError(f"--image is {tuple(images[0].pixels.shape)} (C, H, W) but --clean is "
                          f"{tuple(clean.shape)}; give the matching reference")
     protect = list(args.image) + ([args.clean] if args.clean is not None else [])
+    announce_prior_reuse(args.priors, config)
     fits = denoise_images([image.pixels for image in images], config, priors=args.priors,
                           prior_format=args.prior_format, names=[run_name(path.stem) for path in args.image],
                           cleans=[clean] + [None] * (len(images) - 1))
-    for index, result in fits:
-        write_outputs(plans[index], result, bit_depth=images[index].bit_depth, protect=protect)
-        together = f" for {result.batch} images together" if result.batch > 1 else ""
-        line = (f"wrote {plans[index].denoised} ({result.seconds:.1f} s{together}, delta {result.noise.delta:.2f}, "
-                f"lambda {result.noise.weight:g}, beta0 {result.beta0:g}, restarts {result.restarts})")
-        if clean is not None:
-            s = score(result.denoised, clean)
-            line += f"; PSNR {s.psnr:.2f} dB, SSIM {s.ssim:.4f}, 8-bit PSNR {s.psnr_8bit:.2f} dB"
-        print(line)
+    written = 0
+    try:
+        for index, result in fits:
+            write_outputs(plans[index], result, bit_depth=images[index].bit_depth, protect=protect)
+            written += 1
+            report_written(plans[index], result, clean)
+    except Interrupted as err:
+        if written:
+            err.note = (f"{written} of {len(plans)} images written (each with all its files), "
+                        f"nothing of the other {len(plans) - written}")
+        raise
+
+
+def report_written(plan: Outputs, result: FitResult, clean: Tensor | None) -> None:
+    from common.metrics import score
+
+    together = f" for {result.batch} images together" if result.batch > 1 else ""
+    line = (f"wrote {plan.denoised} ({result.seconds:.1f} s{together}, delta {result.noise.delta:.2f}, "
+            f"lambda {result.noise.weight:g}, beta0 {result.beta0:g}, restarts {result.restarts})")
+    if clean is not None:
+        s = score(result.denoised, clean)
+        line += f"; PSNR {s.psnr:.2f} dB, SSIM {s.ssim:.4f}, 8-bit PSNR {s.psnr_8bit:.2f} dB"
+    print(line)
 
 
 def estimate_noise(args: Namespace) -> None:
@@ -137,7 +187,7 @@ def build_parser(*, preset: str = "reference") -> ArgumentParser:
     """The ``python -m dvi`` parser; the fit options default to the shipped ``preset``'s values."""
     from dvi.interface.evaluate import add_evaluate_arguments
 
-    parser = ArgumentParser(prog="python -m dvi", description="ScoreDVI single-image denoising.",
+    parser = ArgumentParser(prog="python -m dvi", description="ScoreDVI single-image denoising.", epilog=EXIT_STATUS,
                             exit_on_error=False, formatter_class=HelpFormatter)
     commands = parser.add_subcommands(dest="command", required=True)
     d = command_parser("Denoise images; writes <name>_denoised.png, _variance.tif, _uncertainty.png.")
@@ -149,6 +199,9 @@ def build_parser(*, preset: str = "reference") -> ArgumentParser:
     d.add_argument("--clean", type=Path, default=None, help="a clean reference: PSNR/SSIM are logged and printed (default: none)")
     d.add_argument("--save-components", dest="save_components", action="store_true",
                    help="also write each component's mean <out>_mean<k>.png and weight map <out>_pi<k>.png (last step)")
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace output files that exist already (without it an existing output, or any of its "
+                        "companion files, is refused before the fit, with exit status 2)")
     add_fit_options(d, preset=preset)
     commands.add_subcommand("denoise", d, help="denoise one or more images")
     e = command_parser("Denoise noisy/clean pairs and tabulate PSNR/SSIM (resumable).")
@@ -182,4 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         from common.trainer import check_accelerator
 
         check_accelerator(config.runtime.device)
-    {"denoise": denoise, "evaluate": evaluate, "estimate-noise": estimate_noise}[command](args)
+    try:
+        with signals_raise():
+            {"denoise": denoise, "evaluate": evaluate, "estimate-noise": estimate_noise}[command](args)
+    except Interrupted as err:  # SIGTERM / SIGINT: one line, status 128 + signal (143 / 130)
+        report(err)
