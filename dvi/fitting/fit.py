@@ -17,6 +17,7 @@ from common.errors import InputError
 from common.trainer import build_trainer, check_accelerator, resolve_precision
 from dvi.config import Config
 from dvi.fitting.module import Posterior, PosteriorAverage, ScoreDVI, steps_loader
+from dvi.fitting.ranks import fit_strategy
 from dvi.method.elbo import Hyperpriors
 from dvi.method.noise_level import MIN_SIDE, NoiseLevel, analyse_noise
 from dvi.method.variational import VariationalNets
@@ -73,7 +74,8 @@ def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], config: Config, *, noi
                             seed=seeds[0], max_steps=steps, max_epochs=1, enable_checkpointing=False,
                             log_every_n_steps=config.log_interval, progress_bar=runtime.progress,
                             num_sanity_val_steps=0, callbacks=[average, *callbacks],
-                            benchmark=True)  # fixed shapes: cuDNN picks its fastest convs once
+                            benchmark=True,  # fixed shapes: cuDNN picks its fastest convs once
+                            strategy=fit_strategy(runtime.device))  # a torchrun rank's own GPU
     module = build_module(config, priors, noisy, seeds=seeds, noises=noises, beta0s=beta0s, clean=clean)
     if trainer.logger is not None:
         trainer.logger.log_hyperparams({"delta": noises[0].delta, "lambda": noises[0].weight, "beta0": beta0s[0],

@@ -126,6 +126,7 @@ def evaluate(args: Namespace) -> None:
     from common.images import read_image, write_image
     from common.metrics import score
     from dvi.api import denoise_images
+    from dvi.fitting.ranks import join
 
     for flag, value in (("--limit", args.limit), ("--crop", args.crop)):
         if value is not None and value < 1:
@@ -147,6 +148,10 @@ def evaluate(args: Namespace) -> None:
         if pair.name in finished:
             console.print(f"[dim]{pair.name}: already in {table}, skipped[/dim]")
     todo = [pair for pair in pairs if pair.name not in finished]
+    group = join()  # several ranks (torchrun): each fits every world-th pair of rank 0's list
+    total, todo = len(todo), group.launch.share(group.agree(todo))
+    if group.launch.world > 1:
+        console.print(group.launch.describe(len(todo), total))
     noisy, clean = [], []
     for pair in todo:
         noisy.append(crop_if(read_image(pair.noisy).pixels, args.crop))
@@ -169,7 +174,9 @@ def evaluate(args: Namespace) -> None:
                            "batch": result.batch})
         console.print(f"{pair.name}: PSNR {scores.psnr:.2f} dB (noisy {before.psnr:.2f}), SSIM {scores.ssim:.4f}, "
                       f"{result.seconds / result.batch:.1f} s" + (f" (batch of {result.batch})" if result.batch > 1 else ""))
-    summarise(table, console)
+    group.finish()  # rank 0 summarises once every rank's rows are in
+    if group.launch.is_first:
+        summarise(table, console)
 
 
 def add_evaluate_arguments(parser: ArgumentParser) -> None:
