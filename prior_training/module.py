@@ -114,7 +114,8 @@ class GaussianDenoiser(L.LightningModule):
         if batch.ndim == 0:
             if self.patch_sampler is None:
                 raise RuntimeError("a step-index batch needs the device pipeline's sampler (PatchDataModule)")
-            patches = self.patch_sampler.sample(self.global_step)
+            # each DDP rank its own batch: key step * world + rank (one process: the step, as before)
+            patches = self.patch_sampler.sample(self.global_step * self.trainer.world_size + self.global_rank)
             return patches.noisy, patches.clean
         return self.add_noise(batch), batch
 
