@@ -120,6 +120,19 @@ class ResultsTable:
                                  "check the folder is writable and has space") from None
             return True
 
+    def drop(self, keys: Collection[str]) -> int:
+        """Remove the rows whose key is in ``keys`` (the file is rewritten atomically); return how many went.
+
+        When no row is left the file is emptied, so the next :meth:`append` starts it with ``columns``
+        (a table with an older header is renewed that way)."""
+        with self.locked():
+            header, rows = self._read()
+            kept = [row for row in rows if row[self.key] not in keys]
+            if len(kept) < len(rows):
+                lines = [_line(header), *(_line([row[name] for name in header]) for row in kept)] if kept else []
+                write_atomic(self.path, "".join(lines).encode())
+            return len(rows) - len(kept)
+
     def _acquire(self) -> int:
         try:
             self.lock_path.parent.mkdir(parents=True, exist_ok=True)

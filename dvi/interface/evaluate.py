@@ -1,29 +1,57 @@
 """``python -m dvi evaluate``: denoise noisy/clean pairs, write a per-image CSV, print a summary.
 
-Re-running on the same output folder resumes: images already in the CSV are skipped.
+Re-running on the same output folder resumes: images already in ``results.csv`` are skipped, provided
+they were computed with the same configuration. Each row records it: the readable settings (preset,
+steps, components K, Monte-Carlo samples M, crop, seed, the priors' sha256) and ``config_id``, a short
+hash of everything that changes the results (:func:`configuration_id`). Rows of another configuration
+are refused with one line, or with ``--resume-mismatch recompute`` removed and computed again.
+
+The table is a :class:`common.results_table.ResultsTable`: its lock is held for the whole run (a second
+``evaluate`` on the same folder says so and waits, then resumes from the first one's rows), appends are
+atomic, and a damaged row (e.g. the machine stopped mid-write) is reported, dropped and computed again.
+Row names are unique: pairs whose names collide keep their folders (``d1/x``, ``d2/x`` -> ``d1_x``,
+``d2_x``). The denoised PNG of a row may be replaced when that row is computed again (the folder is
+this command's own); inputs are never written.
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
+import json
 import os
 import resource
-from dataclasses import dataclass
+import warnings
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jsonargparse import ArgumentParser, Namespace
 
 from common.errors import InputError
+from dvi.config import Config, to_dict
+from dvi.interface.interrupts import Interrupted
 from dvi.interface.options import config_from
 from dvi.naming import run_name
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from common.results_table import ResultsTable
+
+RECORDED = ["config_id", "preset", "components", "mc_samples", "crop", "seed", "priors", "channels"]
 COLUMNS = ["name", "psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "lambda", "beta0", "restarts", "seconds",
-           "peak_gpu_mb", "peak_rss_mb", "steps", "height", "width", "batch"]
+           "peak_gpu_mb", "peak_rss_mb", "steps", "height", "width", "batch", *RECORDED]
 # seconds: per image; a batch of B images fitted together shares its wall time B ways
+NUMERIC = ["psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "lambda", "beta0", "restarts", "seconds", "steps",
+           "height", "width", "batch"]
+# runtime settings that do not change the results (where and how fast a fit runs, what it logs); every other
+# setting of the configuration, the crop, the prior files and their format go into config_id
+RESULT_NEUTRAL = ("device", "batch", "max_memory", "log_every", "image_every", "channels_last", "progress",
+                  "max_pixels")
+MISMATCH = ("refuse", "recompute")
 
 
 @dataclass(frozen=True)
@@ -38,6 +66,30 @@ def pair_name(path: Path) -> str:
     return path.stem.removesuffix("_noisy").removesuffix("_clean")
 
 
+def unique_names(pairs: Sequence[Pair]) -> list[Pair]:
+    """``pairs`` with names that differ: where names collide, each keeps the folders of its noisy file below
+    the colliding files' common folder, joined by ``_`` (``d1/x.png``, ``d2/x.png`` -> ``d1_x``, ``d2_x``),
+    then its suffix (``x.png``, ``x.tif`` -> ``x_png``, ``x_tif``). The same file twice is an InputError."""
+    counts = Counter(pair.name for pair in pairs)
+    clashing = [pair for pair in pairs if counts[pair.name] > 1]
+    renamed = {}
+    for name in {pair.name for pair in clashing}:
+        group = [pair for pair in clashing if pair.name == name]
+        base = Path(os.path.commonpath([pair.noisy.resolve().parent for pair in group]))
+        for pair in group:
+            parts = pair.noisy.resolve().parent.relative_to(base).parts
+            renamed[id(pair)] = "_".join([*parts, name])
+        if len({renamed[id(pair)] for pair in group}) < len(group):
+            for pair in group:
+                renamed[id(pair)] += "_" + pair.noisy.suffix.lstrip(".").lower()
+    result = [replace(pair, name=renamed.get(id(pair), pair.name)) for pair in pairs]
+    repeated = [name for name, count in Counter(pair.name for pair in result).items() if count > 1]
+    if repeated:
+        twice = next(pair for pair in result if pair.name == repeated[0])
+        raise InputError(f"{twice.noisy} is listed more than once (row name {repeated[0]!r}); list each pair once")
+    return result
+
+
 def find_pairs(noisy_dir: Path, clean_dir: Path) -> list[Pair]:
     """Pairs matched by :func:`pair_name`; noisy files are those not ending in ``_clean``."""
     from common.images import list_images
@@ -45,7 +97,13 @@ def find_pairs(noisy_dir: Path, clean_dir: Path) -> list[Pair]:
     for folder in (noisy_dir, clean_dir):
         if not folder.is_dir():
             raise InputError(f"{folder} is not a folder; pass --noisy DIR --clean DIR or --list FILE")
-    clean = {pair_name(p): p for p in list_images(clean_dir) if not p.stem.endswith("_noisy")}
+    clean: dict[str, Path] = {}
+    for path in list_images(clean_dir):
+        if not path.stem.endswith("_noisy"):
+            if pair_name(path) in clean:
+                raise InputError(f"{clean[pair_name(path)]} and {path} are both references for "
+                                 f"{pair_name(path)!r}; keep one")
+            clean[pair_name(path)] = path
     pairs = [Pair(pair_name(p), p, clean[pair_name(p)]) for p in list_images(noisy_dir)
              if not p.stem.endswith("_clean") and pair_name(p) in clean]
     if not pairs:
@@ -77,42 +135,101 @@ def crop_if(pixels, size: int | None):  # noqa: ANN001, ANN201 - tensor in, tens
     return pixels if size is None else center_crop(pixels, size)
 
 
-def done_names(table: Path) -> set[str]:
-    if not table.is_file():
-        return set()
-    with open(table, newline="") as handle:
-        return {row["name"] for row in csv.DictReader(handle)}
+def prior_paths(priors: Sequence[Path] | None, channels: int) -> list[Path]:
+    """The prior files a ``channels``-channel image is fitted with: ``--priors`` or the shipped set."""
+    from common.prior_files import default_prior_paths
+
+    return list(priors) if priors else default_prior_paths(channels)
 
 
-def append_row(table: Path, row: dict[str, object]) -> None:
-    """Append one row (header first when the file is new), flushed to disk before returning."""
-    new = not table.is_file()
-    fields = COLUMNS
-    if not new:  # a table begun by an older version keeps its own columns
-        with open(table, newline="") as handle:
-            fields = next(csv.reader(handle), COLUMNS)
-    with open(table, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        handle.flush()
-        os.fsync(handle.fileno())
+class Recorder:
+    """The configuration columns of a row (:data:`RECORDED`) for this run, by channel count."""
+
+    def __init__(self, config: Config, *, preset: str, crop: int | None, priors: Sequence[Path] | None,
+                 prior_format: str) -> None:
+        self.config, self.preset, self.crop, self.priors, self.prior_format = config, preset, crop, priors, prior_format
+        self._cache: dict[int, dict[str, str]] = {}
+
+    def columns(self, channels: int) -> dict[str, str]:
+        if channels not in self._cache:
+            from common.prior_files import sha256_of
+
+            hashes = [sha256_of(path) for path in prior_paths(self.priors, channels)]
+            method = self.config.method
+            self._cache[channels] = {
+                "config_id": configuration_id(self.config, crop=self.crop, prior_hashes=hashes,
+                                              prior_format=self.prior_format),
+                "preset": self.preset, "components": str(method.components), "mc_samples": str(method.mc_samples),
+                "crop": "" if self.crop is None else str(self.crop), "seed": str(self.config.runtime.seed),
+                "priors": "+".join(digest[:12] for digest in hashes), "channels": str(channels)}
+        return self._cache[channels]
+
+    def mismatch(self, row: dict[str, str]) -> str:
+        """Why ``row`` is of another configuration ("" when it is of this one)."""
+        if not row.get("config_id") or row.get("channels") not in ("1", "3"):
+            return "no configuration recorded"
+        now = self.columns(int(row["channels"]))
+        if row["config_id"] == now["config_id"]:
+            return ""
+        changed = [f"{key} {row[key] or 'none'} -> {now[key] or 'none'}" for key in RECORDED[1:-1]
+                   if row.get(key) != now[key]]
+        if row.get("steps") != str(self.config.method.steps):
+            changed.insert(0, f"steps {row.get('steps')} -> {self.config.method.steps}")
+        return ", ".join(changed) or f"config_id {row['config_id']} -> {now['config_id']}"
 
 
-def summarise(table: Path, console: Console) -> None:
-    """Mean PSNR / SSIM / 8-bit PSNR / seconds per subset (the name's prefix before '_')."""
+def configuration_id(config: Config, *, crop: int | None, prior_hashes: Sequence[str], prior_format: str) -> str:
+    """12 hex digits of the sha256 of what determines an evaluation's results: the configuration without
+    :data:`RESULT_NEUTRAL`, the crop, the priors' sha256 (in order) and their format."""
+    settings = to_dict(config)
+    settings["runtime"] = {key: value for key, value in settings["runtime"].items() if key not in RESULT_NEUTRAL}
+    payload = json.dumps({"config": settings, "crop": crop, "priors": list(prior_hashes),
+                          "prior_format": prior_format}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@contextmanager
+def reported_warnings(console: Console) -> Iterator[None]:
+    """Warnings of the block (a damaged row, a dropped alpha channel) as one ``warning:`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for item in caught:
+        console.print(f"warning: {item.message}", markup=False, highlight=False)
+
+
+@contextmanager
+def held(table: ResultsTable, console: Console) -> Iterator[None]:
+    """The table's lock for the whole run; when another ``evaluate`` holds it, say so and wait for it."""
+    with ExitStack() as stack:
+        table.timeout = 0
+        try:
+            stack.enter_context(table.locked())
+        except InputError:
+            if not table.lock_path.exists():  # the lock file could not be made: not a wait
+                raise
+            console.print(f"{table.path} is in use by another evaluate; waiting for it to finish "
+                          "(its rows will then be skipped)", markup=False, highlight=False)
+            table.timeout = None
+            stack.enter_context(table.locked())
+        yield
+
+
+def summarise(rows: Sequence[dict[str, str]], path: Path, console: Console) -> None:
+    """Mean PSNR / SSIM / 8-bit PSNR / seconds per subset (the name's prefix before '_'); ``rows`` are valid
+    :class:`ResultsTable` rows (numbers checked), so no row can stop it."""
     from rich.table import Table
 
-    with open(table, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    if not rows:
+        console.print(f"no results in {path} yet")
+        return
     groups: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         groups.setdefault(row["name"].split("_", 1)[0], []).append(row)
-    summary = Table(title=f"ScoreDVI on {len(rows)} images ({table})")
+    summary = Table(title=f"ScoreDVI on {len(rows)} images ({path})")
     for column in ("subset", "images", "PSNR", "SSIM", "8-bit PSNR", "noisy PSNR", "s/image"):
         summary.add_column(column, justify="right")
-    for group, members in sorted(groups.items()) + [("all", rows)]:
+    for group, members in sorted(groups.items()) + [("all", list(rows))]:
         def mean(key: str) -> float:
             return sum(float(r[key]) for r in members) / len(members)
         summary.add_row(group, str(len(members)), f"{mean('psnr'):.2f}", f"{mean('ssim'):.4f}",
@@ -120,63 +237,96 @@ def summarise(table: Path, console: Console) -> None:
     console.print(summary)
 
 
-def evaluate(args: Namespace) -> None:
-    from rich.console import Console
-
-    from common.images import read_image, write_image
-    from common.metrics import score
-    from dvi.api import denoise_images
-    from dvi.fitting.ranks import join
-
+def chosen_pairs(args: Namespace) -> list[Pair]:
     for flag, value in (("--limit", args.limit), ("--crop", args.crop)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be a whole number of at least 1, not {value}")
-
     if args.list is not None:
         pairs = read_pair_list(args.list)
     elif args.noisy is not None and args.clean is not None:
         pairs = find_pairs(args.noisy, args.clean)
     else:
         raise InputError("give --noisy DIR and --clean DIR, or --list FILE")
-    pairs = pairs[: args.limit] if args.limit is not None else pairs
+    return unique_names(pairs[: args.limit] if args.limit is not None else pairs)
+
+
+def evaluate(args: Namespace) -> None:
+    from rich.console import Console
+
+    from common.images import read_image, write_image
+    from common.metrics import score
+    from common.publish import check_writable
+    from common.results_table import ResultsTable
+    from dvi.api import denoise_images, pixel_limit
+    from dvi.interface.cli import announce_prior_reuse
+
+    pairs = chosen_pairs(args)
     out: Path = args.output
-    table = out / "results.csv"
-    finished = done_names(table)
     config = config_from(args)
+    inputs = [path for pair in pairs for path in (pair.noisy, pair.clean)]
+    table = ResultsTable(out / "results.csv", COLUMNS, key="name", numeric=NUMERIC)
+    check_writable([table.path, *(out / f"{pair.name}_denoised.png" for pair in pairs)], protect=inputs)
+    recorder = Recorder(config, preset=args.preset, crop=args.crop, priors=args.priors, prior_format=args.prior_format)
     console = Console()
-    for pair in pairs:
-        if pair.name in finished:
-            console.print(f"[dim]{pair.name}: already in {table}, skipped[/dim]")
-    todo = [pair for pair in pairs if pair.name not in finished]
-    group = join()  # several ranks (torchrun): each fits every world-th pair of rank 0's list
-    total, todo = len(todo), group.launch.share(group.agree(todo))
-    if group.launch.world > 1:
-        console.print(group.launch.describe(len(todo), total))
-    noisy, clean = [], []
-    for pair in todo:
-        noisy.append(crop_if(read_image(pair.noisy).pixels, args.crop))
-        clean.append(crop_if(read_image(pair.clean).pixels, args.crop))
-        if noisy[-1].shape != clean[-1].shape:
-            raise InputError(f"{pair.noisy} is {tuple(noisy[-1].shape)} but {pair.clean} is {tuple(clean[-1].shape)}")
-    fits = denoise_images(noisy, config, priors=args.priors, prior_format=args.prior_format,
-                          names=[f"evaluate/{run_name(p.name)}" for p in todo], cleans=clean)
-    for index, result in fits:
-        pair = todo[index]
-        write_image(out / f"{pair.name}_denoised.png", result.denoised, protect=[pair.noisy, pair.clean])
-        scores, before = score(result.denoised, clean[index]), score(noisy[index], clean[index])
-        append_row(table, {"name": pair.name, "psnr": f"{scores.psnr:.4f}", "ssim": f"{scores.ssim:.5f}",
-                           "psnr_8bit": f"{scores.psnr_8bit:.4f}", "noisy_psnr": f"{before.psnr:.4f}",
-                           "delta": f"{result.noise.delta:.3f}", "lambda": result.noise.weight, "beta0": result.beta0,
-                           "restarts": result.restarts, "seconds": f"{result.seconds / result.batch:.2f}",
-                           "peak_gpu_mb": f"{result.peak_memory_mb:.0f}",
-                           "peak_rss_mb": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
-                           "steps": config.method.steps, "height": noisy[index].shape[1], "width": noisy[index].shape[2],
-                           "batch": result.batch})
-        console.print(f"{pair.name}: PSNR {scores.psnr:.2f} dB (noisy {before.psnr:.2f}), SSIM {scores.ssim:.4f}, "
-                      f"{result.seconds / result.batch:.1f} s" + (f" (batch of {result.batch})" if result.batch > 1 else ""))
-    group.finish()  # rank 0 summarises once every rank's rows are in
-    if group.launch.is_first:
-        summarise(table, console)
+    limit = pixel_limit(config)
+    with held(table, console):
+        with reported_warnings(console):
+            rows = table.rows()
+        stale = {row["name"]: why for row in rows if (why := recorder.mismatch(row))}
+        if stale and args.resume_mismatch == "refuse":
+            name, why = next(iter(stale.items()))
+            raise InputError(f"results.csv in {out} was made with another configuration ({len(stale)} of "
+                             f"{len(rows)} rows, e.g. {name}: {why}); use another --output or "
+                             "--resume-mismatch recompute")
+        if stale:
+            table.drop(stale)
+            console.print(f"{len(stale)} rows of another configuration removed from {table.path}; computing "
+                          "them again", markup=False, highlight=False)
+        finished = {row["name"] for row in rows} - set(stale)
+        for pair in pairs:
+            if pair.name in finished:
+                console.print(f"[dim]{pair.name}: already in {table.path}, skipped[/dim]")
+        todo = [pair for pair in pairs if pair.name not in finished]
+        noisy, clean, channels = [], [], []
+        for pair in todo:
+            with reported_warnings(console):
+                noisy.append(crop_if(read_image(pair.noisy, max_pixels=limit).pixels, args.crop))
+                clean.append(crop_if(read_image(pair.clean, max_pixels=limit).pixels, args.crop))
+            if noisy[-1].shape != clean[-1].shape:
+                raise InputError(f"{pair.noisy} is {tuple(noisy[-1].shape)} but {pair.clean} is "
+                                 f"{tuple(clean[-1].shape)}")
+            channels.append(noisy[-1].shape[0])
+        for count in sorted(set(channels)):
+            recorder.columns(count)  # hash the priors (and find them missing) before the first fit
+        announce_prior_reuse(args.priors, config)
+        fits = denoise_images(noisy, config, priors=args.priors, prior_format=args.prior_format,
+                              names=[f"evaluate/{run_name(p.name)}" for p in todo], cleans=clean)
+        added = 0
+        try:
+            for index, result in fits:
+                pair = todo[index]
+                write_image(out / f"{pair.name}_denoised.png", result.denoised, protect=inputs)
+                scores, before = score(result.denoised, clean[index]), score(noisy[index], clean[index])
+                table.append({"name": pair.name, "psnr": f"{scores.psnr:.4f}", "ssim": f"{scores.ssim:.5f}",
+                              "psnr_8bit": f"{scores.psnr_8bit:.4f}", "noisy_psnr": f"{before.psnr:.4f}",
+                              "delta": f"{result.noise.delta:.3f}", "lambda": result.noise.weight,
+                              "beta0": result.beta0, "restarts": result.restarts,
+                              "seconds": f"{result.seconds / result.batch:.2f}",
+                              "peak_gpu_mb": f"{result.peak_memory_mb:.0f}",
+                              "peak_rss_mb": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
+                              "steps": config.method.steps, "height": noisy[index].shape[1],
+                              "width": noisy[index].shape[2], "batch": result.batch,
+                              **recorder.columns(channels[index])})
+                added += 1
+                console.print(f"{pair.name}: PSNR {scores.psnr:.2f} dB (noisy {before.psnr:.2f}), SSIM "
+                              f"{scores.ssim:.4f}, {result.seconds / result.batch:.1f} s"
+                              + (f" (batch of {result.batch})" if result.batch > 1 else ""))
+        except Interrupted as err:
+            err.note = (f"nothing written for the images in progress; the {len(finished) + added} rows already "
+                        f"in {table.path} stay (run again to resume)")
+            raise
+        with reported_warnings(console):
+            summarise(table.rows(), table.path, console)
 
 
 def add_evaluate_arguments(parser: ArgumentParser) -> None:
@@ -184,6 +334,12 @@ def add_evaluate_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--clean", type=Path, default=None, help="folder of clean references (may be the same)")
     parser.add_argument("--list", type=Path, default=None, help="file of 'NOISY CLEAN' path pairs")
     parser.add_argument("--output", type=Path, default=Path("outputs/evaluate"),
-                        help="results folder (resumable; default: outputs/evaluate)")
+                        help="results folder: results.csv and <name>_denoised.png (default: outputs/evaluate). "
+                             "Resumable: rows already there are skipped if made with the same configuration; "
+                             "a second evaluate on the same folder waits for the first, then skips its rows; "
+                             "denoised PNGs of rows computed again are replaced")
+    parser.add_argument("--resume-mismatch", dest="resume_mismatch", choices=MISMATCH, default="refuse",
+                        help="rows of --output made with another configuration (settings, crop or priors): "
+                             "refuse (exit 2, default) or recompute (remove them and compute them again)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     parser.add_argument("--crop", type=int, default=None, help="centre-crop every pair to N x N (for quick CPU runs)")

@@ -69,3 +69,109 @@ def test_signal_during_denoise_fit_is_non_zero_one_line_and_no_output(signum, st
     assert err.strip().splitlines() == [f"interrupted by {name}; nothing written"], err
     assert "Traceback" not in out + err and "wrote" not in out
     assert files_under(tmp_path / "out") == set()
+
+
+def count_fits(monkeypatch: pytest.MonkeyPatch, *, then=None) -> list[int]:
+    """Count the fits (``then(images)`` runs after each real one, e.g. to break an output path meanwhile)."""
+    import dvi.fitting.large
+
+    fits, real = [], dvi.fitting.large.fit_images
+
+    def counting(images, *args, **kwargs):
+        fits.append(len(images))
+        results = real(images, *args, **kwargs)
+        if then is not None:
+            then()
+        return results
+
+    monkeypatch.setattr(dvi.fitting.large, "fit_images", counting)
+    return fits
+
+
+def test_impossible_output_path_is_refused_before_the_fit(tiny_priors, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image(tmp_path / "n.png")
+    fits = count_fits(monkeypatch)
+    (tmp_path / "out_variance.tif").mkdir()  # the companion of out.png is a folder
+    argv = ["denoise", "--image", "n.png", "--priors", str(tiny_priors[3]), *FAST]
+    line = one_error_line(main, [*argv, "--output", "out.png"], capsys)
+    assert "out_variance.tif: it is a directory" in line, line
+    assert fits == [] and not (tmp_path / "out.png").exists()
+
+
+def test_read_only_output_folder_is_refused_before_the_fit(tiny_priors, tmp_path, capsys, monkeypatch):
+    from tests.common.test_publish import _make_read_only
+
+    monkeypatch.chdir(tmp_path)
+    image(tmp_path / "n.png")
+    fits = count_fits(monkeypatch)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    way = _make_read_only(folder)
+    if way is None:
+        pytest.skip("cannot make a read-only folder here (root without chattr)")
+    try:
+        line = one_error_line(main, ["denoise", "--image", "n.png", "--priors", str(tiny_priors[3]), *FAST,
+                                     "--output-dir", "ro/sub"], capsys)
+    finally:
+        if way == "chattr":
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        folder.chmod(0o755)
+    assert "is not writable" in line and fits == [], line
+    assert files_under(folder) == set()
+
+
+def test_a_failure_on_a_later_file_leaves_none_of_the_image(tiny_priors, tmp_path, capsys, monkeypatch):
+    """The variance path turns into a folder during the fit (after the pre-flight): no out.png either."""
+    monkeypatch.chdir(tmp_path)
+    image(tmp_path / "n.png")
+    count_fits(monkeypatch, then=lambda: (tmp_path / "out_variance.tif").mkdir())
+    line = one_error_line(main, ["denoise", "--image", "n.png", "--priors", str(tiny_priors[3]), *FAST,
+                                 "--output", "out.png"], capsys)
+    assert "out_variance.tif" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "runs") == ["n.png", "out_variance.tif"]
+
+
+def test_existing_output_needs_overwrite(tiny_priors, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image(tmp_path / "n.png")
+    fits = count_fits(monkeypatch)
+    argv = ["denoise", "--image", "n.png", "--priors", str(tiny_priors[3]), *FAST, "--output", "o.png"]
+    (tmp_path / "o_uncertainty.png").write_bytes(b"old")  # a companion alone is enough
+    line = one_error_line(main, argv, capsys)
+    assert line == "error: o_uncertainty.png exists; pass --overwrite to replace it, or choose another --output"
+    assert fits == [] and (tmp_path / "o_uncertainty.png").read_bytes() == b"old"
+    main([*argv, "--overwrite"])
+    assert fits == [1] and (tmp_path / "o_uncertainty.png").read_bytes()[:4] == b"\x89PNG"
+    assert {"o.png", "o_variance.tif"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_max_pixels_reaches_every_read(tiny_priors, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image(tmp_path / "n.png")  # 4096 pixels
+    image(tmp_path / "big.png", seed=1, size=80)  # 6400 pixels
+    (tmp_path / "pairs.txt").write_text("n.png big.png\n")
+    fits = count_fits(monkeypatch)
+    priors = ["--priors", str(tiny_priors[3])]
+    for argv in (["denoise", "--image", "big.png", *priors, *FAST],
+                 ["denoise", "--image", "n.png", "--clean", "big.png", *priors, *FAST],
+                 ["evaluate", "--list", "pairs.txt", *priors, *FAST],
+                 ["estimate-noise", "--image", "big.png"]):
+        line = one_error_line(main, [*argv, "--max-pixels", "5000"], capsys)
+        assert "big.png is 80x80 pixels" in line and "--max-pixels" in line, line
+    assert fits == [] and {p.name for p in files_under(tmp_path / "outputs")} <= {".results.csv.lock"}
+    for limit in ("0", "auto", "6400"):  # 0: no limit; auto: common.images.MAX_PIXELS
+        main(["estimate-noise", "--image", "big.png", "--max-pixels", limit])
+        assert capsys.readouterr().out.startswith("delta ")
+
+
+def test_reused_priors_are_announced(tiny_priors, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image(tmp_path / "n.png")
+    count_fits(monkeypatch)
+    argv = ["denoise", "--image", "n.png", "--priors", str(tiny_priors[3]), *FAST]
+    main([*argv, "--components", "3", "--output", "a.png"])
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: 3 components share 1 prior (component k uses prior k mod 1)"]
+    main([*argv, "--output", "b.png"])  # K = 1 with one prior: nothing to say
+    assert "note:" not in capsys.readouterr().out
