@@ -136,6 +136,7 @@ class PatchSampler:
         windows = (self.height - patch_size + 1) * (self.width - patch_size + 1)
         self.window_end = torch.cumsum(windows, 0)  # window k with start[i] <= k < end[i] lies in image i
         self.window_start = self.window_end - windows
+        self.windows = int(self.window_end[-1])  # a Python int: no device-to-host copy per batch
         self._device = torch.device("cpu")
         self._generator = torch.Generator()
         self._grid = torch.arange(patch_size)
@@ -174,8 +175,7 @@ class PatchSampler:
     def sample(self, key: int) -> PatchBatch:
         """The batch of ``key`` (e.g. the global step): a pure function of (stored images, seed, key)."""
         generator, device, p, batch = self._seeded(key), self._device, self.patch_size, self.batch_size
-        total = int(self.window_end[-1])
-        window = torch.randint(0, total, (batch,), generator=generator, device=device)
+        window = torch.randint(0, self.windows, (batch,), generator=generator, device=device)
         image = torch.searchsorted(self.window_end, window, right=True)
         local = window - self.window_start[image]
         columns = self.width[image] - p + 1
