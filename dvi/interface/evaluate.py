@@ -199,9 +199,16 @@ def reported_warnings(console: Console) -> Iterator[None]:
 
 
 @contextmanager
-def held(table: ResultsTable, console: Console) -> Iterator[None]:
-    """The table's lock for the whole run; when another ``evaluate`` holds it, say so and wait for it."""
+def held(table: ResultsTable, console: Console, *, alone: bool = True) -> Iterator[None]:
+    """The table's lock for the whole run; when another ``evaluate`` holds it, say so and wait for it.
+
+    Not ``alone`` (a rank of a multi-process launch, :mod:`dvi.fitting.ranks`): the ranks of one run share
+    the table, so none holds it for the run (each would wait on the others); every read and append is
+    still locked, and a row is never appended twice."""
     with ExitStack() as stack:
+        if not alone:
+            yield
+            return
         table.timeout = 0
         try:
             stack.enter_context(table.locked())
@@ -258,6 +265,7 @@ def evaluate(args: Namespace) -> None:
     from common.publish import check_writable
     from common.results_table import ResultsTable
     from dvi.api import denoise_images, pixel_limit
+    from dvi.fitting.ranks import Launch, join
     from dvi.interface.cli import announce_prior_reuse
 
     pairs = chosen_pairs(args)
@@ -269,7 +277,7 @@ def evaluate(args: Namespace) -> None:
     recorder = Recorder(config, preset=args.preset, crop=args.crop, priors=args.priors, prior_format=args.prior_format)
     console = Console()
     limit = pixel_limit(config)
-    with held(table, console):
+    with held(table, console, alone=Launch.from_environment().world == 1):
         with reported_warnings(console):
             rows = table.rows()
         stale = {row["name"]: why for row in rows if (why := recorder.mismatch(row))}
@@ -287,6 +295,10 @@ def evaluate(args: Namespace) -> None:
             if pair.name in finished:
                 console.print(f"[dim]{pair.name}: already in {table.path}, skipped[/dim]")
         todo = [pair for pair in pairs if pair.name not in finished]
+        group = join()  # several ranks (torchrun): each fits every world-th pair of rank 0's list
+        total, todo = len(todo), group.launch.share(group.agree(todo))
+        if group.launch.world > 1:
+            console.print(group.launch.describe(len(todo), total))
         noisy, clean, channels = [], [], []
         for pair in todo:
             with reported_warnings(console):
@@ -322,11 +334,14 @@ def evaluate(args: Namespace) -> None:
                               f"{scores.ssim:.4f}, {result.seconds / result.batch:.1f} s"
                               + (f" (batch of {result.batch})" if result.batch > 1 else ""))
         except Interrupted as err:
-            err.note = (f"nothing written for the images in progress; the {len(finished) + added} rows already "
+            kept = len(finished) + added
+            err.note = (f"nothing written for the images in progress; the {kept} row{'s' * (kept != 1)} already "
                         f"in {table.path} stay (run again to resume)")
             raise
-        with reported_warnings(console):
-            summarise(table.rows(), table.path, console)
+        group.finish()  # rank 0 summarises once every rank's rows are in
+        if group.launch.is_first:
+            with reported_warnings(console):
+                summarise(table.rows(), table.path, console)
 
 
 def add_evaluate_arguments(parser: ArgumentParser) -> None:
