@@ -18,11 +18,12 @@ from common.bfdncnn import BFDnCNN
 from common.errors import InputError
 from dvi.config import Config
 from dvi.fitting.fit import FitResult, check_size, fit_images, noise_level
-from dvi.fitting.memory import available_memory_gb, images_that_fit, largest_tile
+from dvi.fitting.memory import available_memory_gb, fit_memory_bytes, images_that_fit, largest_tile
 from dvi.method.noise_level import MIN_SIDE
 from dvi.fitting.tiling import denoise_tiled, plan_tiles
 
 USABLE = 0.9  # share of the free memory a fit may plan to use
+SMALLEST_TILE = 64  # px: dvi.fitting.tiling.tile_for_memory's smallest tile
 
 
 def fit_device(config: Config) -> torch.device:
@@ -49,9 +50,12 @@ def tile_side(image: Tensor, priors: Sequence[BFDnCNN], config: Config) -> int:
     gb = memory_budget(config)
     try:
         return largest_tile(config, priors, channels=image.shape[0], memory_gb=gb)
-    except ValueError as err:
-        raise InputError(f"{err} Allow more with --max-memory, or choose a smaller configuration "
-                         "(e.g. --preset fast).") from None
+    except ValueError:
+        need = fit_memory_bytes(config, priors, channels=image.shape[0], height=SMALLEST_TILE, width=SMALLEST_TILE)
+        given = "--max-memory" if config.runtime.max_memory is not None else f"{USABLE:.0%} of the free memory"
+        raise InputError(f"{gb:.3g} GiB ({given}) is too little: fitting even a {SMALLEST_TILE}x{SMALLEST_TILE} px "
+                         f"tile needs about {need / 2**30:.2g} GiB with this configuration; allow more with "
+                         "--max-memory, or choose a smaller configuration (e.g. --preset fast)") from None
 
 
 def batch_size(shape: Sequence[int], priors: Sequence[BFDnCNN], config: Config) -> int:

@@ -75,7 +75,8 @@ def test_prior_formats_listed_without_torch_are_the_loaders():
 # ------------------------------------------------------------------ validation
 
 NUMERIC = [key for key, item in OPTIONS.items() if item.check.kind in (int, float)]
-ZERO_ALLOWED = {"ema", "restart_sigma", "noise_low", "batch", "tile", "tile_overlap", "image_every", "seed"}
+ZERO_ALLOWED = {"ema", "restart_sigma", "noise_low", "batch", "tile", "tile_overlap", "image_every", "seed",
+                "max_pixels"}
 
 
 def expected_valid(key: str, value: float) -> bool:
@@ -101,7 +102,7 @@ def expected_valid(key: str, value: float) -> bool:
 def candidates(seed: int = 0, count: int = 60) -> list[tuple[str, str, bool]]:
     rng = random.Random(seed)
     specials = ["nan", "inf", "-inf", "-1", "0", "1e300", "1e30", "-0.5", "2.5"]
-    cases = [(key, value) for key in ("beta0", "alpha0", "lr", "steps", "seed", "max_memory")
+    cases = [(key, value) for key in ("beta0", "alpha0", "lr", "steps", "seed", "max_memory", "max_pixels")
              for value in ("nan", "inf", "-1")]
     cases += [(rng.choice(NUMERIC), rng.choice(specials)) for _ in range(count)]
     cases += [(key, str(OPTIONS[key].default)) for key in NUMERIC if OPTIONS[key].default is not None]

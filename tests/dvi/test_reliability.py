@@ -4,6 +4,7 @@ Each test reproduces one reported failure. Fits are tiny (64x64 images, the smal
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -175,3 +176,23 @@ def test_reused_priors_are_announced(tiny_priors, tmp_path, capsys, monkeypatch)
     assert notes == ["note: 3 components share 1 prior (component k uses prior k mod 1)"]
     main([*argv, "--output", "b.png"])  # K = 1 with one prior: nothing to say
     assert "note:" not in capsys.readouterr().out
+
+
+def test_too_small_max_memory_is_one_plain_line(tiny_priors, tmp_path, capsys, monkeypatch):
+    """It printed a negative GiB and a 13-digit bytes-per-pixel figure."""
+    monkeypatch.chdir(tmp_path)
+    image(tmp_path / "n.png")
+    fits = count_fits(monkeypatch)
+    line = one_error_line(main, ["denoise", "--image", "n.png", "--priors", str(tiny_priors[3]), *FAST,
+                                 "--max-memory", "0.001"], capsys)
+    assert line.startswith("error: 0.001 GiB (--max-memory) is too little: fitting even a 64x64 px tile needs about ")
+    assert "-0" not in line and not re.search(r"\d{5}", line) and fits == [], line
+
+
+@pytest.mark.parametrize(("argv", "named"), [(["evaluate", "--list", "l.txt", "--resume-mismatch", "keep"],
+                                              "--resume-mismatch"),
+                                             (["denoise", "--image", "n.png", "--overwrite", "yes"], "yes"),
+                                             (["denoise", "--image", "n.png", "--max-pixels", "-5"], "--max-pixels")])
+def test_new_options_refuse_bad_values_in_one_line(argv, named, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert named in one_error_line(main, argv, capsys)
