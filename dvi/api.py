@@ -165,7 +165,8 @@ class Evaluation:
 
 def evaluate(noisy: ImageLike, clean: ImageLike, **options: Any) -> Evaluation:
     """Denoise ``noisy`` (see :func:`denoise`, same ``options``) and score it against ``clean``."""
-    limit = pixel_limit(make_config(**{k: v for k, v in options.items() if k in ("preset", "config", "max_pixels")}))
+    limit = pixel_limit(make_config(preset=options.get("preset", "reference"), config=options.get("config"),
+                                    max_pixels=options.get("max_pixels")))
     reference, _ = as_chw(clean, max_pixels=limit)
     pixels, _ = as_chw(noisy, max_pixels=limit)
     if reference.shape != pixels.shape:

@@ -4,12 +4,14 @@ sections 3-4). Every setting comes from one :class:`dvi.config.Config`."""
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 from common.bfdncnn import BFDnCNN
@@ -82,7 +84,10 @@ def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], config: Config, *, noi
                                         "seed": seeds[0], "images": len(seeds),
                                         "noise_class": noises[0].noise_class.name, "steps": steps,
                                         "precision": str(trainer.precision)})
-    trainer.fit(module, train_dataloaders=steps_loader(steps=steps))
+    try:
+        trainer.fit(module, train_dataloaders=steps_loader(steps=steps))
+    except SIGTERMException:  # Lightning's has no exit code (status 0); give it the shell's 128 + 15
+        raise SIGTERMException(128 + signal.SIGTERM) from None
     return average.posterior()
 
 

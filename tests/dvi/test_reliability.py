@@ -196,3 +196,28 @@ def test_too_small_max_memory_is_one_plain_line(tiny_priors, tmp_path, capsys, m
 def test_new_options_refuse_bad_values_in_one_line(argv, named, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert named in one_error_line(main, argv, capsys)
+
+
+def test_api_sigterm_is_a_non_zero_exit_and_max_pixels_is_an_option(tiny_priors, tmp_path):
+    """Without the CLI's handler (the Python API), Lightning's code-less SIGTERMException exited with status 0."""
+    from lightning.pytorch.callbacks import Callback
+
+    import dvi
+    from common.errors import InputError
+    from common.prior_files import load_priors
+    from dvi.config import load_preset
+    from dvi.fitting.fit import fit_image
+
+    class Terminate(Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    config = load_preset("fast").replace(steps=50, components=1, mc_samples=1, device="cpu", progress=False,
+                                         unet_width=4, unet_depth=2, aux_layers=2, aux_features=4)
+    priors = load_priors([tiny_priors[3]], channels=3)
+    with pytest.raises(SystemExit) as exit_info:
+        fit_image(smooth_image(0, size=64), priors, config, callbacks=[Terminate()])
+    assert exit_info.value.code == 143
+    path = image(tmp_path / "n.png")
+    with pytest.raises(InputError, match="64x64 pixels.*--max-pixels"):
+        dvi.denoise(path, config=config, priors=[tiny_priors[3]], max_pixels=4000)
