@@ -10,6 +10,8 @@ do not change the cost, so untrained 20-layer BF-DnCNNs stand in when --priors i
     python -m benchmarks.dvi_speed --sizes 256 --compare mc_samples=5 mc_samples=2
     python -m benchmarks.dvi_speed --sizes 256 --batch 8 --precision bf16-mixed   # many images at once (GPU)
     python -m benchmarks.dvi_speed --sizes 1008 --preset fast --profile 3   # one big tile, where the time goes
+    python -m benchmarks.dvi_speed --sizes 256 --compare cuda_graphs=false cuda_graphs=true   # CUDA graph on/off
+    python -m benchmarks.dvi_speed --sizes 256 --memory 1 8 32   # measured peak memory vs dvi/fitting/memory.py
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from common.prior_files import load_priors
 from common.errors import InputError
 from dvi.config import AUTO, OPTIONS, PRESETS, Config, load_preset
 from dvi.fitting.fit import build_module, fit_precision
-from dvi.fitting.module import ScoreDVI, standalone
+from dvi.fitting.module import GRAPH_WARMUP, ScoreDVI, standalone
 
 
 def parse_overrides(text: str) -> dict[str, object]:
@@ -74,8 +76,11 @@ def build(settings: Config, y: torch.Tensor, *, priors: list[BFDnCNN],
 
 def time_steps(module: ScoreDVI, optimiser: torch.optim.Optimizer, *, steps: int, precision: str) -> float:
     """Seconds per step over ``steps`` timed steps (after one warm-up step)."""
-    return seconds_per_step(training_step(module, optimiser, precision=precision), device=module.device.type,
-                            steps=steps)
+    step = training_step(module, optimiser, precision=precision)
+    if not module.automatic_optimization:  # graph-ready: the eager warm-up steps and the capture are not timed
+        for _ in range(GRAPH_WARMUP):
+            step()
+    return seconds_per_step(step, device=module.device.type, steps=steps)
 
 
 def training_step(module: ScoreDVI, optimiser: torch.optim.Optimizer, *, precision: str) -> Callable[[], None]:
@@ -85,6 +90,8 @@ def training_step(module: ScoreDVI, optimiser: torch.optim.Optimizer, *, precisi
     def step() -> None:
         with autocast(precision, device=device):
             loss = module.training_step(0, 0)["loss"]
+        if not module.automatic_optimization:  # the graph-ready step (--cuda-graphs) did the whole update
+            return
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -158,6 +165,36 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def memory_check(settings: Config, *, size: int, batches: list[int], priors: list[BFDnCNN], device: str,
+                 precision: str) -> None:
+    """Measured peak GPU memory of a few steps at each batch size B against :func:`dvi.fitting.memory.fit_memory_bytes`
+    (what tile and batch sizes are chosen from); on a CPU only the model is printed."""
+    from dvi.fitting.memory import fit_memory_bytes
+
+    model_config = settings.replace(precision=precision, device="cpu" if device == "cpu" else "gpu")
+    table = Table(title=f"peak memory at {size}x{size} px, {precision}: measured vs the model")
+    for column in ("batch", "measured MiB", "model MiB", "model/measured"):
+        table.add_column(column, justify="right")
+    for batch in batches:
+        model = fit_memory_bytes(model_config, priors, channels=3, height=size, width=size, images=batch) / 2**20
+        measured = float("nan")
+        if device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        y = torch.rand(batch, 3, size, size, device=device)
+        module, optimiser = build(settings, y, priors=priors, device=device)
+        step = training_step(module, optimiser, precision=precision)
+        for _ in range(GRAPH_WARMUP + 2):
+            step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+            measured = (torch.cuda.max_memory_allocated() - base) / 2**20
+        del module, optimiser, step, y
+        table.add_row(str(batch), f"{measured:.0f}", f"{model:.0f}", f"{model / measured:.2f}")
+    Console().print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512])
@@ -176,6 +213,8 @@ def main() -> None:
                         help="configuration overrides for every configuration, e.g. mc_samples=2,unet_width=32")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                         help="two override strings timed alternately; prints B/A")
+    parser.add_argument("--memory", type=int, nargs="+", default=None, metavar="B",
+                        help="instead: measured peak memory vs the memory model at these batch sizes (first --sizes)")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True  # as in the fit (Trainer(benchmark=True))
@@ -191,6 +230,11 @@ def main() -> None:
         if value not in AUTOCAST:
             raise SystemExit(f"error: precision {value!r} ({config or 'default'}): dvi_speed times "
                              f"{', '.join(AUTOCAST)}")
+    if args.memory:
+        config = configs[0]
+        memory_check(settings[config], size=args.sizes[0], batches=args.memory, priors=priors, device=args.device,
+                     precision=precision[config])
+        return
     title = (f"ScoreDVI step time on {args.device} "
              f"({torch.cuda.get_device_name() if args.device == 'cuda' else platform.machine()}, "
              f"{torch.get_num_threads()} threads), torch {torch.__version__}")

@@ -4,7 +4,8 @@ Runs a short real fit (Lightning Trainer, default configuration unless overridde
 image with ``torch.cuda.set_sync_debug_mode("warn")`` switched on from the third step to the end of
 training, records the Python stack of every synchronising call, and prints how many there were per
 step and where they come from (innermost frame in this repository, and in Lightning/torch).
-A step loop that never waits should show syncs only on logging steps (steps 9, 19, ... for ``--log-every 10``).
+A step loop that never waits should show syncs only on logging steps (steps 9, 19, ... for ``--log-every 10``),
+and, with the step recorded as a CUDA graph (``--cuda-graphs``, auto on a GPU), on the capture step (step 3).
 
     python -m benchmarks.step_syncs --size 128 --steps 30 --log-every 10
 """
@@ -62,12 +63,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--cuda-graphs", choices=("auto", "true", "false"), default="auto")
     args = parser.parse_args()
     torch.manual_seed(0)
     image = (0.5 + 0.1 * torch.randn(3, args.size, args.size)).clamp(0, 1)
     priors = [BFDnCNN(channels=3).eval() for _ in range(3)]
     settings = Config().replace(steps=args.steps, log_every=args.log_every, image_every=0, progress=False,
-                                precision=args.precision, restart_sigma=10.0)
+                                precision=args.precision, restart_sigma=10.0,
+                                cuda_graphs={"auto": "auto", "true": True, "false": False}[args.cuda_graphs])
     recorder = SyncRecorder(start=2)
     shown = warnings.showwarning
     warnings.simplefilter("always")

@@ -182,6 +182,9 @@ class Runtime(Checked):
                                     "refuse an image of more pixels (width x height, read from the file header "
                                     "before decoding); auto: common.images.MAX_PIXELS; 0: no limit")
     channels_last: bool = option(True, "--channels-last", boolean, "run the priors in NHWC memory layout")
+    cuda_graphs: bool | None = option(None, "--cuda-graphs", or_auto(boolean),
+                                      "record each step as one CUDA graph and replay it (auto: on a CUDA GPU; "
+                                      "on a CPU the same step runs eagerly)")
     progress: bool = option(True, "--progress", boolean, "show a progress bar")
 
 

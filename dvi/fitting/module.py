@@ -3,12 +3,21 @@
 :class:`ScoreDVI` computes one step's loss from the whole :class:`dvi.config.Config`; what a fit produces
 (the moving averages of the posterior mean and variance, whether the loss stayed finite, the last maps)
 is kept by the :class:`PosteriorAverage` callback, which hands it over as a :class:`Posterior`.
+
+A step runs one of two ways, with the same arithmetic (a CPU test checks the losses agree step by step):
+eager (Lightning's automatic optimisation runs backward and Adam on the returned loss), or graph-ready
+(``--cuda-graphs``, auto on a CUDA GPU): :meth:`ScoreDVI.graph_step` is the whole update (forward, K prior
+calls, loss, backward, fused Adam) with no host synchronisation, recorded once as a CUDA graph and replayed
+(:class:`CapturedStep`; the per-image noise generators are registered with the graph); the moving averages,
+the finiteness check and the logging stay outside it. On a CPU the graph-ready step runs eagerly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -26,6 +35,7 @@ from dvi.method.variational import Maps, StackedNets, seeded_nets
 
 NOISE_STREAM = 1_000_003  # offset of the Monte-Carlo noise seed from the initialisation seed
 CHECK_EVERY = 50  # every this many steps a fit stops if no image's loss is finite any more
+GRAPH_WARMUP = 3  # eager steps (on a side stream) before the step is recorded as a CUDA graph
 
 
 class FitSteps(Dataset):
@@ -68,6 +78,82 @@ def full_precision(x: Tensor) -> Tensor:
 def mean_sigma(maps: Maps) -> Tensor:
     """Per image (B,): the mean over components and elements of the posterior std sigma_k ([0,1] scale)."""
     return (0.5 * maps.log_var).exp().flatten(1).mean(1)
+
+
+def detached(terms: LossTerms) -> LossTerms:
+    """``terms`` without their autograd history."""
+    return LossTerms(*(getattr(terms, item.name).detach() for item in dataclasses.fields(terms)))
+
+
+class Step(NamedTuple):
+    """What one optimisation step leaves for the logging and the posterior average (all detached)."""
+
+    terms: LossTerms
+    maps: Maps
+
+
+def wants_graph_step(config: Config, *, device: torch.device, precision: str | int | None = None) -> bool:
+    """Whether a fit runs the graph-ready step (:meth:`ScoreDVI.graph_step`, recorded as a CUDA graph on a GPU):
+    ``config.runtime.cuda_graphs``, where auto (None) is on for a CUDA device; never under 16-mixed precision,
+    whose gradient scaler checks for infinities on the host at every step (the eager step handles it)."""
+    wanted = config.runtime.cuda_graphs
+    if wanted is None:
+        wanted = device.type == "cuda"
+    return bool(wanted) and str(precision) not in ("16-mixed", "16")
+
+
+class StepCounter(torch.optim.Optimizer):
+    """The optimiser Lightning sees when the module updates its weights itself (manual optimisation): its
+    ``step(closure)`` only runs the closure, which is the whole step (forward, backward and the real Adam
+    update, possibly a CUDA-graph replay), so that Lightning still counts the steps (``global_step``)."""
+
+    def __init__(self, inner: torch.optim.Optimizer) -> None:
+        params = [p for group in inner.param_groups for p in group["params"]]
+        super().__init__(params, {"lr": inner.defaults["lr"]})
+        self.inner = inner
+
+    def step(self, closure: Callable[[], object] | None = None) -> object:  # type: ignore[override]
+        return None if closure is None else closure()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Nothing: the step clears the real gradients itself (a captured graph must keep its own)."""
+
+
+class CapturedStep:
+    """Runs ``step`` (no arguments, returns tensors) eagerly ``warmup`` times on a side stream, then records it as one
+    CUDA graph (``torch.cuda.CUDAGraph``, with each of ``generators`` registered so that every replay draws fresh
+    random numbers) and from then on replays it; the returned tensors are the graph's static outputs, overwritten
+    by the next replay. ``zero_grad`` clears the gradients before each eager call and once before the capture
+    (the captured backward then writes the same gradient tensors at every replay). Not measured on a GPU yet."""
+
+    def __init__(self, step: Callable[[], Step], *, generators: Sequence[torch.Generator],
+                 zero_grad: Callable[[], None], warmup: int = GRAPH_WARMUP) -> None:
+        self.step, self.generators, self.zero_grad, self.warmup = step, list(generators), zero_grad, warmup
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: Step | None = None
+
+    def __call__(self) -> Step:
+        self.calls += 1
+        if self.graph is None and self.calls <= self.warmup:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.zero_grad()
+                out = self.step()
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            graph = torch.cuda.CUDAGraph()
+            for generator in self.generators:
+                graph.register_generator_state(generator)
+            self.zero_grad()
+            with torch.cuda.graph(graph):
+                self.static = self.step()
+            self.graph = graph  # capture records the kernels; the replay below runs this step
+        self.graph.replay()
+        assert self.static is not None
+        return self.static
 
 
 class ScoreDVI(L.LightningModule):
@@ -114,6 +200,8 @@ class ScoreDVI(L.LightningModule):
                             ("delta", list(deltas))):
             self.register_buffer(f"hyper_{name}", torch.tensor(value, dtype=torch.float64), persistent=False)
         self.generators: list[torch.Generator] = []
+        self.adam: torch.optim.Optimizer | None = None  # the real optimiser of the graph-ready step
+        self._step: Callable[[], Step] | None = None
 
     def forward(self, y: Tensor) -> Maps:
         """All variational outputs (B, K, C, H, W) for y (B, C, H, W), H and W padded to the U-Net's multiple."""
@@ -137,19 +225,71 @@ class ScoreDVI(L.LightningModule):
         """One step of the fit of all B images (``batch`` is only the step number: the images are ``noisy``).
 
         Returns ``loss`` (the sum over images of the negative ELBO, what is minimised), ``totals`` (B,) each
-        image's own, and the detached ``maps`` (what :class:`PosteriorAverage` averages)."""
-        y = self.noisy
+        image's own, and the detached ``maps`` (what :class:`PosteriorAverage` averages). With automatic
+        optimisation (the eager step) Lightning runs backward and Adam on ``loss``; with the graph-ready step
+        (:meth:`configure_optimizers` chose it) the whole update has happened when this returns."""
         self._priors_in_autocast_dtype()
+        if self.automatic_optimization:
+            terms, maps = self.loss_terms()
+            loss = terms.total.sum()
+            terms, maps = detached(terms), Maps(*(m.detach() for m in maps))
+        else:
+            outcome: list[Step] = []
+
+            def closure() -> None:
+                outcome.append(self.run_step())
+
+            if self._trainer is not None:
+                self.optimizers().step(closure=closure)  # type: ignore[union-attr] # counts the step (global_step)
+            else:
+                closure()
+            terms, maps = outcome[0]
+            loss = terms.total.sum()
+        # on the steps Lightning writes its logs ((step + 1) % log_every_n_steps == 0), so what it writes is fresh
+        if self._trainer is not None and (self.global_step + (1 if self.automatic_optimization else 0)) % \
+                self.config.log_interval == 0:
+            self._log_step(terms, maps)
+        return {"loss": loss, "totals": terms.total.detach(), "maps": maps}
+
+    def loss_terms(self) -> tuple[LossTerms, Maps]:
+        """Forward of one step: the nets' maps for ``noisy``, the K priors on M samples each, the negative ELBO."""
+        y = self.noisy
         maps = self.maps(y)
         surrogate = expected_log_prior_surrogate(maps.mu, maps.log_var, self.priors,
                                                  samples=self.config.method.mc_samples, generators=self.generators)
         hyper = Hyperpriors(alpha0=self.hyper_alpha0, beta0=self.hyper_beta0, d=self.hyper_dirichlet)
         terms = negative_elbo(y=full_precision(y), **maps._asdict(), expected_log_prior=surrogate,
                               weight=self.hyper_weight, hyper=hyper)
-        # on the steps Lightning writes its logs ((step + 1) % log_every_n_steps == 0), so what it writes is fresh
-        if self._trainer is not None and (self.global_step + 1) % self.config.log_interval == 0:
-            self._log_step(terms, maps)
-        return {"loss": terms.total.sum(), "totals": terms.total.detach(), "maps": Maps(*(m.detach() for m in maps))}
+        return terms, maps
+
+    def graph_step(self) -> Step:
+        """The whole optimisation step with no host synchronisation: forward (:meth:`loss_terms`), backward of the
+        summed loss, the fused Adam update. This is what a CUDA graph records; the gradients must have been
+        cleared (or, in a graph, left as the capture made them). Logging and the moving averages stay outside."""
+        assert self.adam is not None, "graph_step needs the optimiser of configure_optimizers"
+        terms, maps = self.loss_terms()
+        terms.total.sum().backward()
+        self.adam.step()
+        return Step(detached(terms), Maps(*(m.detach() for m in maps)))
+
+    def run_step(self) -> Step:
+        """One graph-ready step: recorded once and replayed on a CUDA device, run eagerly elsewhere."""
+        if self._step is None:
+            assert self.adam is not None
+            adam = self.adam
+
+            def clear() -> None:
+                adam.zero_grad(set_to_none=True)
+
+            if self.noisy.device.type == "cuda" and hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
+                self._step = CapturedStep(self.graph_step, generators=self.generators, zero_grad=clear)
+            else:
+                def eager() -> Step:
+                    clear()
+                    return self.graph_step()
+
+                self._step = eager
+        return self._step()
 
     def _priors_in_autocast_dtype(self) -> None:
         """Under autocast, store the frozen priors in its dtype (once): autocast would otherwise cast every
@@ -171,8 +311,21 @@ class ScoreDVI(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One Adam over the stacked weights: element-wise, so equal to one Adam per image. The fused
-        implementation updates all weights in a few kernels (the loop one launches about ten per weight)."""
-        return torch.optim.Adam(self.nets.parameters(), lr=self.config.method.lr, fused=True)
+        implementation updates all weights in a few kernels (the loop one launches about ten per weight).
+
+        Where :func:`wants_graph_step` says so, the module switches to manual optimisation and runs
+        :meth:`graph_step` itself (Adam ``capturable`` on a GPU, so that its step count stays on the device
+        inside a graph); Lightning then steps a :class:`StepCounter`."""
+        device = self.noisy.device
+        precision = self._trainer.precision if self._trainer is not None else None
+        graph = wants_graph_step(self.config, device=device, precision=precision)
+        adam = torch.optim.Adam(self.nets.parameters(), lr=self.config.method.lr, fused=True,
+                                capturable=graph and device.type == "cuda")
+        if not graph:
+            return adam
+        self.automatic_optimization = False
+        self.adam, self._step = adam, None
+        return StepCounter(adam)
 
 
 @dataclass(frozen=True)
