@@ -5,7 +5,12 @@ not guessed: one training step at 64x64 px on the CPU with ``torch.autograd.grap
 counting the bytes of every tensor autograd saves, then scaled by the pixel count (the nets are
 convolutional). Added to it: the priors' transient activations (no autograd graph: about three
 feature maps of the widest prior per Monte-Carlo sample alive at once) and, per image, the nets'
-weights with their gradients and two Adam moments. The figures are float32; bf16 runs need less.
+weights with their gradients and two Adam moments. The nets always run in float32 (float64 under
+``64-true``); the priors run in the fit's precision, so their activations and weights take 2 bytes per
+value under the 16-bit precisions (bf16-mixed, the default on a GPU) and 4 otherwise
+(:func:`prior_value_bytes`). That split follows the code (the nets turn autocast off), but the model has
+not yet been checked against a GPU's measured peak (``benchmarks/dvi_speed.py --memory``, in
+``benchmarks/gpu_check.sh``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from torch import Tensor
 
 from common.bfdncnn import BFDnCNN
 from dvi.config import Config
-from dvi.fitting.fit import build_module, variational_nets
+from dvi.fitting.fit import build_module, fit_precision, variational_nets
 from dvi.fitting.module import standalone
 from dvi.fitting.tiling import tile_for_memory
 
@@ -44,15 +49,30 @@ def _saved_bytes_per_pixel(config: Config, channels: int) -> float:
     return sum(counted) / PROBE_SIDE**2
 
 
+def net_value_bytes(config: Config) -> int:
+    """Bytes per value of the variational nets' weights and activations: 8 under ``64-true``, else 4 (the nets
+    run with autocast off)."""
+    return 8 if str(fit_precision(config)) in ("64-true", "64") else 4
+
+
+def prior_value_bytes(config: Config) -> int:
+    """Bytes per value of the priors' weights and activations in a fit at ``config``'s precision (``auto``
+    resolved as the fit resolves it): 2 under bf16/fp16 (the priors are stored and run in the autocast type),
+    8 under ``64-true``, else 4."""
+    precision = str(fit_precision(config))
+    return 2 if precision.startswith(("bf16", "16")) else 8 if precision.startswith("64") else 4
+
+
 def fit_memory_bytes(config: Config, priors: Sequence[BFDnCNN], *, channels: int, height: int, width: int,
                      images: int = 1) -> float:
     """Estimated peak bytes of fitting ``images`` images of ``channels`` x ``height`` x ``width`` together."""
     nets = variational_nets(config, channels=channels)
-    weights = sum(p.numel() for p in nets.parameters()) * 4 * 4  # weight, gradient, two Adam moments
+    net_bytes, prior_bytes = net_value_bytes(config), prior_value_bytes(config)
+    weights = sum(p.numel() for p in nets.parameters()) * net_bytes * 4  # weight, gradient, two Adam moments
     widest = max((p.shape[0] for prior in priors for p in prior.parameters() if p.dim() == 4), default=64)
-    prior_transient = config.method.mc_samples * 3 * widest * 4
-    per_pixel = _saved_bytes_per_pixel(config, channels) + prior_transient
-    prior_weights = sum(p.numel() for prior in priors for p in prior.parameters()) * 4
+    prior_transient = config.method.mc_samples * 3 * widest * prior_bytes
+    per_pixel = _saved_bytes_per_pixel(config, channels) * net_bytes / 4 + prior_transient  # probed in float32
+    prior_weights = sum(p.numel() for prior in priors for p in prior.parameters()) * prior_bytes
     return SAFETY * (images * (height * width * per_pixel + weights)) + prior_weights
 
 
