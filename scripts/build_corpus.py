@@ -279,7 +279,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Fetch every source, build the corpus, print a summary; 1 with one line on failure."""
     args = parse_args(argv)
-    cache = args.cache or args.out.parent / "cache"
+    args.out = args.out.resolve()  # the package tools run in other folders: relative paths would miss
+    cache = (args.cache or args.out.parent / "cache").resolve()
     started = time.monotonic()
     try:
         candidates = []
