@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -122,13 +123,21 @@ def write_outputs(plan: Outputs, result: FitResult, *, bit_depth: int, protect: 
         print(f"note: {plan.denoised} was fitted in tiles; component maps are only written for untiled fits")
 
 
-def announce_prior_reuse(priors: list[Path] | None, config: Config) -> None:
+def prior_paths(priors: list[Path] | None, channels: int) -> list[Path]:
+    """The prior files a ``channels``-channel image is fitted with: ``--priors`` or the shipped set."""
+    from common.prior_files import default_prior_paths
+
+    return list(priors) if priors else default_prior_paths(channels)
+
+
+def announce_prior_reuse(priors: list[Path] | None, channels: Iterable[int], config: Config) -> None:
     """One note line when the K components share fewer prior files (component k uses prior k mod count;
-    :class:`dvi.fitting.module.ScoreDVI`). Only for ``--priors``: the shipped sets are counted when loaded."""
+    :class:`dvi.fitting.module.ScoreDVI`), for ``--priors`` and for the shipped set of each channel count."""
     components = config.method.components
-    if priors is not None and len(priors) < components:
-        shared = f"{len(priors)} priors" if len(priors) > 1 else "1 prior"
-        print(f"note: {components} components share {shared} (component k uses prior k mod {len(priors)})")
+    for count in sorted({len(prior_paths(priors, c)) for c in set(channels)}):
+        if count < components:
+            shared = f"{count} priors" if count > 1 else "1 prior"
+            print(f"note: {components} components share {shared} (component k uses prior k mod {count})")
 
 
 def denoise(args: Namespace) -> None:
@@ -146,7 +155,7 @@ def denoise(args: Namespace) -> None:
         raise InputError(f"--image is {tuple(images[0].pixels.shape)} (C, H, W) but --clean is "
                          f"{tuple(clean.shape)}; give the matching reference")
     protect = list(args.image) + ([args.clean] if args.clean is not None else [])
-    announce_prior_reuse(args.priors, config)
+    announce_prior_reuse(args.priors, [image.pixels.shape[0] for image in images], config)
     fits = denoise_images([image.pixels for image in images], config, priors=args.priors,
                           prior_format=args.prior_format, names=[run_name(path.stem) for path in args.image],
                           cleans=[clean] + [None] * (len(images) - 1))

@@ -135,13 +135,6 @@ def crop_if(pixels, size: int | None):  # noqa: ANN001, ANN201 - tensor in, tens
     return pixels if size is None else center_crop(pixels, size)
 
 
-def prior_paths(priors: Sequence[Path] | None, channels: int) -> list[Path]:
-    """The prior files a ``channels``-channel image is fitted with: ``--priors`` or the shipped set."""
-    from common.prior_files import default_prior_paths
-
-    return list(priors) if priors else default_prior_paths(channels)
-
-
 class Recorder:
     """The configuration columns of a row (:data:`RECORDED`) for this run, by channel count."""
 
@@ -153,6 +146,7 @@ class Recorder:
     def columns(self, channels: int) -> dict[str, str]:
         if channels not in self._cache:
             from common.prior_files import sha256_of
+            from dvi.interface.cli import prior_paths
 
             hashes = [sha256_of(path) for path in prior_paths(self.priors, channels)]
             method = self.config.method
@@ -310,7 +304,7 @@ def evaluate(args: Namespace) -> None:
             channels.append(noisy[-1].shape[0])
         for count in sorted(set(channels)):
             recorder.columns(count)  # hash the priors (and find them missing) before the first fit
-        announce_prior_reuse(args.priors, config)
+        announce_prior_reuse(args.priors, channels, config)
         fits = denoise_images(noisy, config, priors=args.priors, prior_format=args.prior_format,
                               names=[f"evaluate/{run_name(p.name)}" for p in todo], cleans=clean)
         added = 0
