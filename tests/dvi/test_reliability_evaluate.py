@@ -193,6 +193,7 @@ def test_sigterm_mid_run_keeps_the_rows_written_and_says_so(tiny_priors, data, c
     """SIGTERM during the second image's fit (real Lightning loop, in this process): status 143, one line,
     the first row and PNG stay, nothing of the second; a rerun computes only the second."""
     fits = count_fits(monkeypatch, callbacks_for=lambda n: [SignalAtStep(signal.SIGTERM)] if n == 2 else [])
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(argv_for(tiny_priors, "--steps", "2"))
@@ -202,6 +203,19 @@ def test_sigterm_mid_run_keeps_the_rows_written_and_says_so(tiny_priors, data, c
                    "out/results.csv stay (run again to resume)"], err
     assert [r["name"] for r in rows(Path("out/results.csv"))] == ["a"]
     assert Path("out/a_denoised.png").exists() and not Path("out/b_denoised.png").exists()
-    assert signal.getsignal(signal.SIGTERM) is not None and len(fits) == 2
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers and len(fits) == 2
     main(argv_for(tiny_priors, "--steps", "2"))
     assert len(fits) == 3 and [r["name"] for r in rows(Path("out/results.csv"))] == ["a", "b"]
+
+
+def test_results_table_drop_rewrites_without_the_rows_and_empties_when_none_is_left(tmp_path):
+    from common.results_table import ResultsTable
+
+    table = ResultsTable(tmp_path / "t.csv", ["name", "v"], numeric=["v"])
+    for name, value in (("a", 1), ("b", 2), ("c", 3)):
+        table.append({"name": name, "v": value})
+    assert table.drop({"b", "x"}) == 1 and [r["name"] for r in table.rows()] == ["a", "c"]
+    assert table.drop(set()) == 0
+    assert (tmp_path / "t.csv").read_bytes() == b"name,v\r\na,1\r\nc,3\r\n"
+    assert table.drop({"a", "c"}) == 2 and (tmp_path / "t.csv").read_bytes() == b""
+    assert table.append({"name": "d", "v": 4}) and table.rows() == [{"name": "d", "v": "4"}]
