@@ -49,8 +49,8 @@ NUMERIC = ["psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "lambda", "beta0"
            "height", "width", "batch"]
 # runtime settings that do not change the results (where and how fast a fit runs, what it logs); every other
 # setting of the configuration, the crop, the prior files and their format go into config_id
-RESULT_NEUTRAL = ("device", "batch", "max_memory", "log_every", "image_every", "channels_last", "progress",
-                  "max_pixels")
+RESULT_NEUTRAL = ("device", "batch", "max_memory", "log_every", "image_every", "channels_last", "cuda_graphs",
+                  "progress", "max_pixels")
 MISMATCH = ("refuse", "recompute")
 
 

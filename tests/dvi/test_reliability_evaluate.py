@@ -219,3 +219,22 @@ def test_results_table_drop_rewrites_without_the_rows_and_empties_when_none_is_l
     assert (tmp_path / "t.csv").read_bytes() == b"name,v\r\na,1\r\nc,3\r\n"
     assert table.drop({"a", "c"}) == 2 and (tmp_path / "t.csv").read_bytes() == b""
     assert table.append({"name": "d", "v": 4}) and table.rows() == [{"name": "d", "v": "4"}]
+
+
+def test_configuration_id_follows_what_changes_results_and_not_how_fast():
+    from dvi.config import OPTIONS, Config
+    from dvi.interface.evaluate import RESULT_NEUTRAL, configuration_id
+
+    def ident(config, crop=None, hashes=("ab",), fmt="auto"):
+        return configuration_id(config, crop=crop, prior_hashes=list(hashes), prior_format=fmt)
+
+    base = Config()
+    assert set(RESULT_NEUTRAL) <= set(OPTIONS)  # no stale name
+    for key, value in {"precision": "32-true", "tile": 0, "tile_overlap": 16, "seed": 3, "steps": 9,
+                       "unet_width": 8, "noise_low": 5, "beta0": 0.02}.items():
+        assert ident(base.replace(**{key: value})) != ident(base), key
+    for key, value in {"device": "cpu", "batch": 2, "max_memory": 4.0, "log_every": 3, "image_every": 0,
+                       "channels_last": False, "progress": False, "max_pixels": 0, "cuda_graphs": False}.items():
+        assert ident(base.replace(**{key: value})) == ident(base), key
+    assert len({ident(base), ident(base, crop=64), ident(base, hashes=("cd",)), ident(base, hashes=("ab", "ab")),
+                ident(base, fmt="reference")}) == 5
