@@ -19,6 +19,7 @@ from common.errors import InputError
 from dvi.config import Config
 from dvi.fitting.fit import FitResult, check_size, fit_images, noise_level
 from dvi.fitting.memory import available_memory_gb, fit_memory_bytes, images_that_fit, largest_tile
+from dvi.fitting.ranks import ranks_sharing_device
 from dvi.method.noise_level import MIN_SIDE
 from dvi.fitting.tiling import denoise_tiled, plan_tiles
 
@@ -34,9 +35,10 @@ def fit_device(config: Config) -> torch.device:
 
 
 def memory_budget(config: Config) -> float:
-    """GiB a fit may use: ``config.runtime.max_memory``, else 90% of the device's free memory."""
+    """GiB a fit may use: ``config.runtime.max_memory``, else 90% of the device's free memory (split between the
+    ranks of a multi-process launch that share the device: :func:`dvi.fitting.ranks.ranks_sharing_device`)."""
     gb = config.runtime.max_memory
-    return gb if gb is not None else USABLE * available_memory_gb(fit_device(config))
+    return gb if gb is not None else USABLE * available_memory_gb(fit_device(config)) / ranks_sharing_device()
 
 
 def tile_side(image: Tensor, priors: Sequence[BFDnCNN], config: Config) -> int:

@@ -72,6 +72,23 @@ class Launch:
         return torch.device("cuda", self.local_rank % torch.cuda.device_count())
 
 
+def ranks_sharing_device(environ: Mapping[str, str] = os.environ) -> int:
+    """How many ranks on this machine fit on this rank's device (its GPU, or the CPU's memory): the
+    ``LOCAL_WORLD_SIZE`` ranks spread over the visible GPUs as :meth:`Launch.cuda_device` spreads them. A budget
+    from the device's free memory is split this many ways (each rank reads the same free memory at the start)."""
+    launch = Launch.from_environment(environ)
+    try:
+        local_world = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local_world = 1
+    if launch.world == 1 or local_world == 1:
+        return 1
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus == 0:
+        return local_world
+    return sum(1 for rank in range(local_world) if rank % gpus == launch.local_rank % gpus)
+
+
 def fit_strategy(accelerator: str) -> object:
     """The Lightning ``strategy`` of one fit: on a GPU rank of a multi-process launch, a one-device strategy on
     that rank's card (Lightning's own choice for ``devices=1`` would be ``cuda:0`` on every rank); else "auto"."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import InputError
-from dvi.fitting.ranks import Group, Launch, fit_strategy, join
+from dvi.fitting.ranks import Group, Launch, fit_strategy, join, ranks_sharing_device
 from tests.dvi.test_evaluate import FAST, write_pair
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,3 +82,18 @@ def test_two_process_torchrun_evaluate_equals_one_process(tiny_priors, tmp_path)
     again = rows_by_name(table)
     assert sorted(again) == ["a", "b", "c", "d", "e"]
     assert {name: again[name]["psnr"] for name in again} == {name: one[name]["psnr"] for name in one}
+
+
+def test_ranks_on_one_device_split_its_memory(monkeypatch):
+    import torch
+
+    two = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    assert ranks_sharing_device({}) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ranks_sharing_device(two) == 2  # both on the CPU's memory
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert ranks_sharing_device(two) == 1  # one GPU each
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert ranks_sharing_device(two) == 2  # two ranks on one card
+    assert ranks_sharing_device({**two, "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"}) == 3
