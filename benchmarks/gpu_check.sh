@@ -8,7 +8,8 @@
 #   PYTHONPATH=. bash benchmarks/gpu_check.sh [CHECK...]   # on the GPU machine (device run, carry data/dev)
 #   PYTHONPATH=. SMOKE=1 bash benchmarks/gpu_check.sh       # on a CPU: tiny sizes, checks that every step runs
 # CHECKs (default: all, in this order):
-#   devset_fast devset speed_bf16 syncs speed_fp32 batched batched_fp32 tile_profile big_fast channels_last
+#   devset_fast devset speed_bf16 graphs memory syncs speed_fp32 batched batched_graphs batched_fp32 ranks tile_profile
+#   big_fast channels_last
 set -u
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
@@ -16,12 +17,12 @@ export PYTHONPATH=${PYTHONPATH:-.}
 DEADLINE_AT=${DEADLINE_AT:-$(($(date +%s) + 540))}
 if [ "${SMOKE:-0}" = 1 ]; then
   SIZES="64"; SIZE=64; STEPS=1; BATCH=2; HALF=32-true; DEV_ARGS="--limit 2 --crop 64 --steps 2"; BIG=160; TILE=64
-  BIG_ARGS="--steps 2"; SIDD=2; LIMIT=600; DEVICE=cpu
+  BIG_ARGS="--steps 2"; SIDD=2; LIMIT=600; DEVICE=cpu; MEMORY_B="1 2"; RANK_ARGS=""
 else
   SIZES="64 128 256 512"; SIZE=256; STEPS=10; BATCH=16; HALF=bf16-mixed; DEV_ARGS=""; BIG=""; BIG_ARGS=""; TILE=1008
-  SIDD=${SIDD:-8}; LIMIT=60; DEVICE=auto
+  SIDD=${SIDD:-8}; LIMIT=60; DEVICE=auto; MEMORY_B="1 8 32"; RANK_ARGS="--limit 4"
 fi
-CHECKS=" ${*:-devset_fast devset speed_bf16 syncs speed_fp32 batched batched_fp32 tile_profile big_fast channels_last} "
+CHECKS=" ${*:-devset_fast devset speed_bf16 graphs memory syncs speed_fp32 batched batched_graphs batched_fp32 ranks tile_profile big_fast channels_last} "
 step() {  # step NAME SECONDS COMMAND...: run one check (cut to the deadline), output to the console and $OUT/NAME.txt
   local name=$1 limit=$2 left; shift 2
   [[ $CHECKS == *" $name "* ]] || return 0
@@ -43,12 +44,37 @@ step devset $((LIMIT * 3)) python -m dvi evaluate --list "$OUT/sidd.txt" --outpu
   --device $DEVICE --log-every 50 $DEV_ARGS
 # 2. step time by size, bf16 (the default on a GPU) and fp32 (the unaccelerated baseline)
 step speed_bf16 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZES --steps $STEPS --precision $HALF
+# the whole step as one CUDA graph against the eager step, reference configuration (issue 13 item 1; the graph's
+# warm-up steps and capture are not timed), then the memory model against the measured peak at B = 1, 8, 32
+# (dvi/fitting/memory.py: bf16 priors at 2 bytes per value, unverified until this runs)
+step graphs $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF \
+  --compare cuda_graphs=false cuda_graphs=true
+step memory $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --precision $HALF --memory $MEMORY_B
 # where the step loop makes the host wait for the GPU (CUDA sync debug mode over a short real fit)
 step syncs $LIMIT python -m benchmarks.step_syncs --size $SIZE --steps $((STEPS * 3 + 4)) --log-every 10
 step speed_fp32 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision 32-true
 # 3. many images at once: images/s and TFLOP/s
 step batched $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF --batch $BATCH
+step batched_graphs $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision $HALF --batch $BATCH \
+  --compare cuda_graphs=false cuda_graphs=true
 step batched_fp32 $LIMIT python -m benchmarks.dvi_speed --sizes $SIZE --steps $STEPS --precision 32-true --batch $BATCH
+# evaluate sharded over 2 ranks (torchrun, both on this one card): per-rank shares, and the rows of devset_fast
+ranks_check() {
+  python -m torch.distributed.run --standalone --nproc_per_node 2 -m dvi evaluate --noisy data/dev --clean data/dev \
+    --output "$OUT/ranks" --preset fast --device $DEVICE --log-every 50 $DEV_ARGS $RANK_ARGS 2>&1 | grep -v "^\s*$" || return 1
+  python - "$OUT/ranks/results.csv" "$OUT/devset_fast/results.csv" <<'PY'
+import csv, sys
+rows = [{r["name"]: r for r in csv.DictReader(open(path, newline=""))} for path in sys.argv[1:]]
+ranked, single = rows
+print(f"{len(ranked)} rows from 2 ranks; compared with the 1-process devset_fast rows")
+for name, row in sorted(ranked.items()):
+    other = single.get(name)
+    gap = abs(float(row["psnr"]) - float(other["psnr"])) if other else float("nan")
+    print(f"  {name}: {row['psnr']} dB (1 process: {other['psnr'] if other else 'missing'}; |diff| {gap:.3f})")
+PY
+}
+export OUT DEVICE DEV_ARGS RANK_ARGS; export -f ranks_check  # timeout runs it in a child bash
+step ranks $LIMIT bash -c ranks_check
 # 4. one tile of the big photo's size with the fast preset, outside Lightning: its step time, and a profile of
 #    where it goes (a tile took ~19 s inside the tiled fit on 2026-11-27, about 5x its arithmetic)
 step tile_profile $LIMIT python -m benchmarks.dvi_speed --sizes $TILE --preset fast --steps $STEPS --precision $HALF \
