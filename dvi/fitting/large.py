@@ -21,10 +21,9 @@ from dvi.fitting.fit import FitResult, check_size, fit_images, noise_level
 from dvi.fitting.memory import available_memory_gb, fit_memory_bytes, images_that_fit, largest_tile
 from dvi.fitting.ranks import ranks_sharing_device
 from dvi.method.noise_level import MIN_SIDE
-from dvi.fitting.tiling import denoise_tiled, plan_tiles
+from dvi.fitting.tiling import SMALLEST_TILE, denoise_tiled, plan_tiles
 
 USABLE = 0.9  # share of the free memory a fit may plan to use
-SMALLEST_TILE = 64  # px: dvi.fitting.tiling.tile_for_memory's smallest tile
 
 
 def fit_device(config: Config) -> torch.device:

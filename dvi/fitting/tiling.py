@@ -16,6 +16,8 @@ import torch
 from rich.progress import Progress
 from torch import Tensor
 
+SMALLEST_TILE = 64  # px: the smallest tile tile_for_memory gives
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -128,7 +130,7 @@ def denoise_tiled(image: Tensor, fit_tiles: FitTiles, *, tile: int, overlap: int
     return mean_sum / weight_sum, var_sum / weight_sum
 
 
-def tile_for_memory(max_memory_gb: float, *, bytes_per_pixel: float, multiple: int = 16, smallest: int = 64) -> int:
+def tile_for_memory(max_memory_gb: float, *, bytes_per_pixel: float, multiple: int = 16, smallest: int = SMALLEST_TILE) -> int:
     """Largest square tile side in px (a multiple of ``multiple``, at least ``smallest``) that fits a budget.
 
     A tile of side s needs s * s * ``bytes_per_pixel`` bytes, which must not exceed
