@@ -53,9 +53,27 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 
 
+class ProgressBar(RichProgressBar):
+    """The rich progress bar of both stages, without the logger version (``v_num``: a number only for
+    ``version_N`` runs, the tail of a named run's name otherwise) and without an epoch total where training is bounded by steps or time (Lightning shows ``max_epochs - 1``,
+    i.e. ``Epoch 3/-2`` for the unbounded ``max_epochs=-1``)."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:  # noqa: ANN001 - Lightning's hook signature
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = super()._get_train_description(current_epoch)
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs < 1:
+            description = description.replace(f"/{max_epochs - 1}", "", 1)
+        return description
+
+
 def default_callbacks(*, learning_rate: bool) -> list[Callback]:
-    """RichProgressBar, plus LearningRateMonitor when the stage has a learning-rate schedule."""
-    callbacks: list[Callback] = [RichProgressBar(leave=True)]
+    """The progress bar (:class:`ProgressBar`), plus LearningRateMonitor when the stage has a learning-rate schedule."""
+    callbacks: list[Callback] = [ProgressBar(leave=True)]
     if learning_rate:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     return callbacks

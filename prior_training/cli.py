@@ -12,14 +12,13 @@ from lightning.pytorch.callbacks import (
     Callback,
     LearningRateMonitor,
     ModelCheckpoint,
-    RichProgressBar,
 )
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from common.errors import InputError, exit_on_input_error
 from common.prior_files import PriorMeta, export_prior
-from common.trainer import RUNS_DIR, quiet_lightning, resolve_precision
+from common.trainer import RUNS_DIR, ProgressBar, quiet_lightning, resolve_precision
 from prior_training.checkpoints import read_checkpoint, safe_checkpoint_globals
 from prior_training.data import PatchDataModule
 from prior_training.module import GaussianDenoiser
@@ -55,24 +54,6 @@ class SaveLastOnStop(Callback):
                 trainer.save_checkpoint(Path(checkpoint.dirpath) / name)
 
 
-class TrainingProgressBar(RichProgressBar):
-    """The rich progress bar without the logger version (``v_num``, a number only for ``version_N`` runs) and
-    without an epoch total where training is bounded by steps or time (Lightning shows ``max_epochs - 1``,
-    i.e. ``Epoch 3/-2`` for the unbounded ``max_epochs=-1``)."""
-
-    def get_metrics(self, trainer, pl_module) -> dict:  # noqa: ANN001 - Lightning's hook signature
-        items = super().get_metrics(trainer, pl_module)
-        items.pop("v_num", None)
-        return items
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        description = super()._get_train_description(current_epoch)
-        max_epochs = self.trainer.max_epochs
-        if max_epochs is not None and max_epochs < 1:
-            description = description.replace(f"/{max_epochs - 1}", "", 1)
-        return description
-
-
 class PriorTrainingCLI(LightningCLI):
     """Links the image channel count of the data to the network; adds the rich progress bar, the
     learning-rate monitor and a checkpoint of the best mean validation PSNR (``--checkpoint.*``)."""
@@ -85,7 +66,7 @@ class PriorTrainingCLI(LightningCLI):
         # end-of-training save would otherwise leave last.ckpt and last-v1.ckpt)
         parser.set_defaults({"checkpoint.monitor": "val/psnr", "checkpoint.mode": "max", "checkpoint.save_last": True,
                              "checkpoint.filename": "best-{step}", "checkpoint.enable_version_counter": False})
-        parser.add_lightning_class_args(TrainingProgressBar, "progress_bar")
+        parser.add_lightning_class_args(ProgressBar, "progress_bar")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.add_lightning_class_args(SaveLastOnStop, "save_last_on_stop")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})

@@ -40,3 +40,32 @@ def test_a_gpu_accelerator_without_a_gpu_is_an_input_error_naming_the_option(mon
         check_accelerator(accelerator)
     check_accelerator("cpu")
     check_accelerator("auto")
+
+
+def test_both_stages_progress_bar_shows_no_logger_version_for_a_named_run(tmp_path):
+    """Stage 2 names each run (``<image>-<date>-<ms>``); Lightning's bar showed its last 4 characters as
+    ``v_num: -545``. The shared bar leaves the version out and keeps the metrics."""
+    import lightning as L
+
+    from common.trainer import ProgressBar, tensorboard_logger
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            loss = (self.weight - 1).square().sum()
+            self.log("loss", loss, prog_bar=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    bar = ProgressBar()
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=tensorboard_logger(stage="dvi", name="x-20261201-230512-545",
+                        root=tmp_path), callbacks=[bar], enable_model_summary=False, enable_checkpointing=False)
+    module = Tiny()
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(torch.zeros(4, 1), batch_size=1))
+    shown = bar.get_metrics(trainer, module)
+    assert "loss" in shown and "v_num" not in shown
