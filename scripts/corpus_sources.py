@@ -3,7 +3,7 @@
 Pure functions over an already extracted package tree (no network): the photo list of every
 source, WebP blobs found inside Qt ``.rcc`` resource files, and per-file licences read from
 Debian ``copyright`` files (DEP-5), wheel/npm metadata and the packages' own READMEs.
-The sources and what was checked by hand about them: shared/docs/open-photos.md.
+The sources and what was checked by hand about them: docs/priors.md ("The corpus").
 """
 
 from __future__ import annotations

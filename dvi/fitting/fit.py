@@ -60,7 +60,7 @@ def build_module(config: Config, priors: Sequence[BFDnCNN], noisy: Tensor, *, se
 def fit_precision(config: Config) -> str | int:
     """The Lightning precision a fit runs at: ``config.runtime.precision``, where ``auto`` is bf16-mixed on a
     GPU with bfloat16 and on a CPU with native bfloat16 (AVX512-BF16/AMX: the priors 1.6x faster at
-    256x256 on the 2-core CPU, PSNR within the run-to-run spread; README), else 16-mixed on older GPUs
+    256x256 on the 2-core CPU, PSNR within the run-to-run spread; docs/performance.md), else 16-mixed on older GPUs
     and 32-true on other CPUs. Only the priors run in the half type; the variational nets and the loss
     stay in float32."""
     return resolve_precision(config.runtime.precision, accelerator=config.runtime.device, cpu_bf16=True)
