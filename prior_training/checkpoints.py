@@ -1,7 +1,8 @@
 """Reading Lightning checkpoints of stage 1 without executing code from them.
 
-Every read is ``torch.load(..., weights_only=True)``: the unpickler only builds tensors, containers and
-primitive values, plus the classes of :data:`SAFE_GLOBALS` (paths a checkpoint's hyperparameters may hold).
+Every read goes through :func:`common.safe_load.load_weights` (``torch.load(..., weights_only=True)``): the
+unpickler only builds tensors, containers and primitive values, plus the classes of :data:`SAFE_GLOBALS`
+(paths a checkpoint's hyperparameters may hold).
 A crafted checkpoint whose pickle calls anything else is refused before any of it runs.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from common.errors import InputError
+from common.safe_load import load_weights
 
 # hyperparameters such as ``init_prior`` / ``data_root`` are saved as Path objects
 SAFE_GLOBALS = [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
@@ -36,16 +38,8 @@ def read_checkpoint(path: Path, *, option: str = "checkpoint") -> dict[str, Any]
     ``option`` and the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{option} {path} does not exist; pass a .ckpt written by 'python -m prior_training fit'")
     hint = "pass a .ckpt written by 'python -m prior_training fit'"
-    try:
-        with safe_checkpoint_globals():
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, foreign pickle, forbidden global: many exception types
-        reason = "it holds objects other than tensors and plain values" if "weights_only" in str(err) \
-            else f"damaged or not a torch file: {type(err).__name__}"
-        raise InputError(f"cannot read {option} {path} ({reason}); {hint}") from None
+    raw = load_weights(path, what=option, hint=hint, safe_globals=SAFE_GLOBALS)
     if not isinstance(raw, dict) or not all(key in raw for key in LIGHTNING_KEYS):
         raise InputError(f"{option} {path} is not a prior_training checkpoint (no Lightning state_dict/version); {hint}")
     return raw
