@@ -1,6 +1,7 @@
 """Shared fixtures: generated images (nothing downloaded), runs/ kept inside tmp folders."""
 
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,35 @@ def one_error_line(main: Callable[[list[str]], None], argv: list[str], capsys: p
     lines = error_lines(main, argv, capsys)
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     return lines[0]
+
+
+def _accepts_file(folder: Path) -> bool:
+    try:
+        (folder / "probe").write_bytes(b"")
+    except OSError:
+        return False
+    (folder / "probe").unlink()
+    return True
+
+
+@pytest.fixture()
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path/ro``, refusing new files: chmod 0555 (enough for a normal user), else the immutable
+    attribute (which binds root); skipped where neither works. Made writable again afterwards."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = False
+    if _accepts_file(folder):
+        folder.chmod(0o755)
+        immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        if not immutable or _accepts_file(folder):
+            if immutable:
+                subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+            pytest.skip("cannot make a read-only folder here (root without chattr)")
+    try:
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        folder.chmod(0o755)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -114,43 +113,11 @@ def test_check_writable_reports_each_impossible_path_and_creates_nothing(tmp_pat
     assert _listing(tmp_path) == ["file", "folder", "noisy.png"]
 
 
-def _make_read_only(folder: Path) -> str | None:
-    """chmod 0555 (enough for a normal user), else the immutable attribute (which binds root); the
-    way used, or None where neither makes the folder refuse a new file."""
-    folder.chmod(0o555)
-    if not _accepts_file(folder):
-        return "chmod"
-    folder.chmod(0o755)
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
-        if not _accepts_file(folder):
-            return "chattr"
-        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-    return None
-
-
-def _accepts_file(folder: Path) -> bool:
-    try:
-        (folder / "probe").write_bytes(b"")
-    except OSError:
-        return False
-    (folder / "probe").unlink()
-    return True
-
-
-def test_read_only_folder_is_found_before_any_work(tmp_path: Path) -> None:
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    way = _make_read_only(folder)
-    if way is None:
-        pytest.skip("cannot make a read-only folder here (root without chattr)")
-    try:
-        for target in (folder / "out.png", folder / "new" / "out.png"):
-            with pytest.raises(InputError, match=r"folder .*ro is not writable \(.*\); choose another output"):
-                check_writable([tmp_path / "ok.png", target])
-        with pytest.raises(InputError, match="cannot write"):
-            write_atomic(folder / "out.png", b"x")
-    finally:
-        if way == "chattr":
-            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-        folder.chmod(0o755)
+def test_read_only_folder_is_found_before_any_work(tmp_path: Path, read_only_folder: Path) -> None:
+    folder = read_only_folder
+    for target in (folder / "out.png", folder / "new" / "out.png"):
+        with pytest.raises(InputError, match=r"folder .*ro is not writable \(.*\); choose another output"):
+            check_writable([tmp_path / "ok.png", target])
+    with pytest.raises(InputError, match="cannot write"):
+        write_atomic(folder / "out.png", b"x")
     assert _listing(tmp_path) == ["ro"]

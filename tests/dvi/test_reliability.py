@@ -100,26 +100,15 @@ def test_impossible_output_path_is_refused_before_the_fit(tiny_priors, tmp_path,
     assert fits == [] and not (tmp_path / "out.png").exists()
 
 
-def test_read_only_output_folder_is_refused_before_the_fit(tiny_priors, tmp_path, capsys, monkeypatch):
-    from tests.common.test_publish import _make_read_only
-
+def test_read_only_output_folder_is_refused_before_the_fit(tiny_priors, tmp_path, capsys, monkeypatch,
+                                                          read_only_folder):
     monkeypatch.chdir(tmp_path)
     image(tmp_path / "n.png")
     fits = count_fits(monkeypatch)
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    way = _make_read_only(folder)
-    if way is None:
-        pytest.skip("cannot make a read-only folder here (root without chattr)")
-    try:
-        line = one_error_line(main, ["denoise", "--image", "n.png", "--priors", str(tiny_priors[3]), *FAST,
-                                     "--output-dir", "ro/sub"], capsys)
-    finally:
-        if way == "chattr":
-            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-        folder.chmod(0o755)
+    line = one_error_line(main, ["denoise", "--image", "n.png", "--priors", str(tiny_priors[3]), *FAST,
+                                 "--output-dir", "ro/sub"], capsys)
     assert "is not writable" in line and fits == [], line
-    assert files_under(folder) == set()
+    assert files_under(read_only_folder) == set()
 
 
 def test_a_failure_on_a_later_file_leaves_none_of_the_image(tiny_priors, tmp_path, capsys, monkeypatch):
