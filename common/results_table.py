@@ -1,6 +1,7 @@
 """An append-only CSV results table, safe against concurrent writers and torn rows.
 
-One row per finished item (an image of ``evaluate``), identified by its ``key`` column. Every
+One row per finished item (an image and method of ``evaluate``), identified by its ``key`` column (or
+columns: a tuple of names; a key column after the first that an older table's header lacks reads as ""). Every
 change happens under an exclusive ``fcntl.flock`` on a sidecar lock file (``.NAME.lock`` beside
 the table), so two processes on one table never interleave or duplicate rows:
 
@@ -28,7 +29,7 @@ import io
 import os
 import time
 import warnings
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from common.errors import InputError
@@ -42,16 +43,19 @@ class ResultsTable:
     """The CSV table at ``path`` with ``columns`` (used when the file is new; an existing file keeps
     the header it has, see :attr:`header`). ``key`` (default: the first column) identifies a row;
     ``numeric`` columns must hold numbers. ``timeout`` is how long to wait for another process's
-    lock, in seconds (None: as long as it takes; 0: refuse at once)."""
+    lock, in seconds (None: as long as it takes; 0: refuse at once). With several key columns, a row's key
+    (:meth:`key_of`, :meth:`keys`, :meth:`drop`) is the tuple of their values."""
 
-    def __init__(self, path: str | os.PathLike[str], columns: Sequence[str], *, key: str | None = None,
+    def __init__(self, path: str | os.PathLike[str], columns: Sequence[str], *,
+                 key: str | tuple[str, ...] | None = None,
                  numeric: Collection[str] = (), timeout: float | None = None) -> None:
         if not columns or len(set(columns)) != len(columns):
             raise ValueError(f"columns must be distinct and not empty, got {list(columns)}")
         self.path = Path(path)
         self.columns = list(columns)
         self.key = self.columns[0] if key is None else key
-        if self.key not in self.columns:
+        self._key_columns = (self.key,) if isinstance(self.key, str) else tuple(self.key)
+        if not self._key_columns or any(name not in self.columns for name in self._key_columns):
             raise ValueError(f"key {self.key!r} is not one of the columns {self.columns}")
         self.numeric = frozenset(numeric)
         self.timeout = timeout
@@ -84,9 +88,14 @@ class ResultsTable:
         with self.locked():
             return self._read()[1]
 
-    def keys(self) -> set[str]:
+    def key_of(self, row: Mapping[str, object]) -> str | tuple[str, ...]:
+        """The key of ``row``: its key column's value, or the tuple of the key columns' values."""
+        values = tuple(str(row.get(name, "")) for name in self._key_columns)
+        return values[0] if isinstance(self.key, str) else values
+
+    def keys(self) -> set[str | tuple[str, ...]]:
         """The keys of the valid rows (the items already done)."""
-        return {row[self.key] for row in self.rows()}
+        return {self.key_of(row) for row in self.rows()}
 
     def append(self, row: Mapping[str, object]) -> bool:
         """Append ``row`` (values of the file's columns; extra keys are ignored) as one line.
@@ -96,9 +105,10 @@ class ResultsTable:
         """
         with self.locked():
             header, rows = self._read()
-            if str(row.get(self.key, "")) in {existing[self.key] for existing in rows}:
+            if self.key_of(row) in {self.key_of(existing) for existing in rows}:
                 return False
-            missing = [name for name in header if name not in row and (name == self.key or name in self.numeric)]
+            missing = [name for name in header
+                       if name not in row and (name in self._key_columns or name in self.numeric)]
             if missing:
                 raise ValueError(f"row for {self.path} lacks {missing}")
             text = _line([str(row.get(name, "")) for name in header])
@@ -120,14 +130,14 @@ class ResultsTable:
                                  "check the folder is writable and has space") from None
             return True
 
-    def drop(self, keys: Collection[str]) -> int:
+    def drop(self, keys: Collection[str | tuple[str, ...]]) -> int:
         """Remove the rows whose key is in ``keys`` (the file is rewritten atomically); return how many went.
 
         When no row is left the file is emptied, so the next :meth:`append` starts it with ``columns``
         (a table with an older header is renewed that way)."""
         with self.locked():
             header, rows = self._read()
-            kept = [row for row in rows if row[self.key] not in keys]
+            kept = [row for row in rows if self.key_of(row) not in keys]
             if len(kept) < len(rows):
                 lines = [_line(header), *(_line([row[name] for name in header]) for row in kept)] if kept else []
                 write_atomic(self.path, "".join(lines).encode())
@@ -172,20 +182,21 @@ class ResultsTable:
             write_atomic(self.path, b"")
             return list(self.columns), []
         header = _fields(lines[0])
-        if not text.startswith(lines[0] + "\n") or header is None or self.key not in header:
+        if not text.startswith(lines[0] + "\n") or header is None or self._key_columns[0] not in header:
             raise InputError(f"{self.path} is not a results table of this toolkit (header {lines[0][:80]!r}); "
                              "move it away or choose another output folder")
         rows, kept, seen = [], [lines[0]], set()
         for number, line in enumerate(lines[1:], start=2):
             truncated = number == len(lines) and not complete
             fields = None if truncated else _fields(line)
-            problem = _problem(fields, header, self.numeric, truncated, seen, self.key)
+            problem = _problem(fields, header, self.numeric, truncated, seen, self.key_of,
+                               "+".join(self._key_columns))
             if problem:
                 warnings.warn(f"{self.path} line {number}: {problem} ({line[:60]!r}); row dropped, it will be "
                               "computed again", UserWarning, stacklevel=2)
                 continue
             row = dict(zip(header, fields))  # type: ignore[arg-type]
-            seen.add(row[self.key])
+            seen.add(self.key_of(row))
             rows.append(row)
             kept.append(line)
         if len(kept) != len(lines):
@@ -213,7 +224,7 @@ def _fields(line: str) -> list[str] | None:
 
 
 def _problem(fields: list[str] | None, header: list[str], numeric: frozenset[str], truncated: bool,
-             seen: set[str], key: str) -> str:
+             seen: set[str | tuple[str, ...]], key_of: Callable[[Mapping[str, object]], object], label: str) -> str:
     """Why a row is damaged ("" when it is not)."""
     if truncated:
         return "incomplete last row (no line end)"
@@ -225,8 +236,8 @@ def _problem(fields: list[str] | None, header: list[str], numeric: frozenset[str
     for name in header:
         if name in numeric and not _is_number(row[name]):
             return f"{name} is {row[name]!r}, not a number"
-    if row[key] in seen:
-        return f"{key} {row[key]!r} repeats an earlier row"
+    if key_of(row) in seen:
+        return f"{label} {key_of(row)!r} repeats an earlier row"
     return ""
 
 

@@ -20,9 +20,10 @@ import hashlib
 import json
 import os
 import resource
+import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING
 from jsonargparse import ArgumentParser, Namespace
 
 from common.errors import InputError
+from dvi.baselines import DEFAULT_METHODS
 from dvi.config import Config, to_dict
 from dvi.interface.interrupts import Interrupted
 from dvi.interface.options import config_from
@@ -38,15 +40,19 @@ from dvi.naming import run_name
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from torch import Tensor
 
     from common.results_table import ResultsTable
+    from dvi.fitting.fit import FitResult
 
 RECORDED = ["config_id", "preset", "components", "mc_samples", "crop", "seed", "priors", "channels"]
-COLUMNS = ["name", "psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "lambda", "beta0", "restarts", "seconds",
+COLUMNS = ["name", "method", "psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "lambda", "beta0", "restarts", "seconds",
            "peak_gpu_mb", "peak_rss_mb", "steps", "height", "width", "batch", *RECORDED]
-# seconds: per image; a batch of B images fitted together shares its wall time B ways
-NUMERIC = ["psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "lambda", "beta0", "restarts", "seconds", "steps",
-           "height", "width", "batch"]
+# seconds: per image; a batch of B images fitted together shares its wall time B ways. One row per image and
+# method (dvi.baselines.METHODS); lambda, beta0, restarts, steps, batch and the fit's configuration columns are
+# ScoreDVI's and empty in a baseline's row
+NUMERIC = ["psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "seconds", "height", "width"]
+KEY = ("name", "method")
 # runtime settings that do not change the results (where and how fast a fit runs, what it logs); every other
 # setting of the configuration, the crop, the prior files and their format go into config_id
 RESULT_NEUTRAL = ("device", "batch", "max_memory", "log_every", "image_every", "channels_last", "cuda_graphs",
@@ -143,7 +149,14 @@ class Recorder:
         self.config, self.preset, self.crop, self.priors, self.prior_format = config, preset, crop, priors, prior_format
         self._cache: dict[int, dict[str, str]] = {}
 
-    def columns(self, channels: int) -> dict[str, str]:
+    def columns(self, channels: int, method: str = "scoredvi") -> dict[str, str]:
+        if method != "scoredvi":
+            from dvi.baselines import settings_record
+
+            payload = json.dumps({"baseline": settings_record(method), "crop": self.crop}, sort_keys=True)
+            return {"config_id": hashlib.sha256(payload.encode()).hexdigest()[:12], "preset": "", "components": "",
+                    "mc_samples": "", "crop": "" if self.crop is None else str(self.crop), "seed": "", "priors": "",
+                    "channels": str(channels)}
         if channels not in self._cache:
             from common.prior_files import sha256_of
             from dvi.interface.cli import prior_paths
@@ -160,14 +173,18 @@ class Recorder:
 
     def mismatch(self, row: dict[str, str]) -> str:
         """Why ``row`` is of another configuration ("" when it is of this one)."""
+        from dvi.baselines import METHODS
+
         if not row.get("config_id") or row.get("channels") not in ("1", "3"):
             return "no configuration recorded"
-        now = self.columns(int(row["channels"]))
+        if row.get("method") not in METHODS:
+            return "no method recorded (a table of an older version)"
+        now = self.columns(int(row["channels"]), row["method"])
         if row["config_id"] == now["config_id"]:
             return ""
         changed = [f"{key} {row[key] or 'none'} -> {now[key] or 'none'}" for key in RECORDED[1:-1]
                    if row.get(key) != now[key]]
-        if row.get("steps") != str(self.config.method.steps):
+        if row["method"] == "scoredvi" and row.get("steps") != str(self.config.method.steps):
             changed.insert(0, f"steps {row.get('steps')} -> {self.config.method.steps}")
         return ", ".join(changed) or f"config_id {row['config_id']} -> {now['config_id']}"
 
@@ -217,24 +234,35 @@ def held(table: ResultsTable, console: Console, *, alone: bool = True) -> Iterat
 
 
 def summarise(rows: Sequence[dict[str, str]], path: Path, console: Console) -> None:
-    """Mean PSNR / SSIM / 8-bit PSNR / seconds per subset (the name's prefix before '_'); ``rows`` are valid
-    :class:`ResultsTable` rows (numbers checked), so no row can stop it."""
+    """Mean PSNR / SSIM / 8-bit PSNR / seconds per subset (the name's prefix before '_') and method, the methods
+    of a subset side by side; ``rows`` are valid :class:`ResultsTable` rows (numbers checked), so no row can
+    stop it."""
     from rich.table import Table
+
+    from dvi.baselines import METHODS
+    from dvi.figures import LABELS
 
     if not rows:
         console.print(f"no results in {path} yet")
         return
+    methods = [method for method in METHODS if any(row.get("method") == method for row in rows)]
     groups: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         groups.setdefault(row["name"].split("_", 1)[0], []).append(row)
-    summary = Table(title=f"ScoreDVI on {len(rows)} images ({path})")
-    for column in ("subset", "images", "PSNR", "SSIM", "8-bit PSNR", "noisy PSNR", "s/image"):
+    images = len({row["name"] for row in rows})
+    summary = Table(title=f"{', '.join(LABELS[m] for m in methods)} on {images} images ({path})")
+    for column in ("subset", "method", "images", "PSNR", "SSIM", "8-bit PSNR", "noisy PSNR", "s/image"):
         summary.add_column(column, justify="right")
     for group, members in sorted(groups.items()) + [("all", list(rows))]:
-        def mean(key: str) -> float:
-            return sum(float(r[key]) for r in members) / len(members)
-        summary.add_row(group, str(len(members)), f"{mean('psnr'):.2f}", f"{mean('ssim'):.4f}",
-                        f"{mean('psnr_8bit'):.2f}", f"{mean('noisy_psnr'):.2f}", f"{mean('seconds'):.1f}")
+        for method in methods:
+            chosen = [row for row in members if row.get("method") == method]
+            if not chosen:
+                continue
+
+            def mean(key: str, chosen: list[dict[str, str]] = chosen) -> float:
+                return sum(float(r[key]) for r in chosen) / len(chosen)
+            summary.add_row(group, method, str(len(chosen)), f"{mean('psnr'):.2f}", f"{mean('ssim'):.4f}",
+                            f"{mean('psnr_8bit'):.2f}", f"{mean('noisy_psnr'):.2f}", f"{mean('seconds'):.1f}")
     console.print(summary)
 
 
@@ -259,36 +287,43 @@ def evaluate(args: Namespace) -> None:
     from common.publish import check_writable
     from common.results_table import ResultsTable
     from dvi.api import denoise_images, pixel_limit
+    from dvi.baselines import check_methods
     from dvi.fitting.ranks import Launch, join
     from dvi.interface.cli import announce_prior_reuse
 
+    methods = check_methods(args.methods)
     pairs = chosen_pairs(args)
     out: Path = args.output
     config = config_from(args)
     inputs = [path for pair in pairs for path in (pair.noisy, pair.clean)]
-    table = ResultsTable(out / "results.csv", COLUMNS, key="name", numeric=NUMERIC)
-    check_writable([table.path, *(out / f"{pair.name}_denoised.png" for pair in pairs)], protect=inputs)
+    table = ResultsTable(out / "results.csv", COLUMNS, key=KEY, numeric=NUMERIC)
+    figures = [out / f"{pair.name}_figure.png" for pair in pairs] + [out / "psnr_by_image.png"] if args.figures else []
+    denoised_paths = [out / f"{pair.name}_denoised.png" for pair in pairs] if "scoredvi" in methods else []
+    check_writable([table.path, *denoised_paths, *figures], protect=inputs)
     recorder = Recorder(config, preset=args.preset, crop=args.crop, priors=args.priors, prior_format=args.prior_format)
     console = Console()
     limit = pixel_limit(config)
     with held(table, console, alone=Launch.from_environment().world == 1):
         with reported_warnings(console):
             rows = table.rows()
-        stale = {row["name"]: why for row in rows if (why := recorder.mismatch(row))}
+        stale = {table.key_of(row): why for row in rows if (why := recorder.mismatch(row))}
         if stale and args.resume_mismatch == "refuse":
-            name, why = next(iter(stale.items()))
+            (name, method), why = next(iter(stale.items()))
             raise InputError(f"results.csv in {out} was made with another configuration ({len(stale)} of "
-                             f"{len(rows)} rows, e.g. {name}: {why}); use another --output or "
-                             "--resume-mismatch recompute")
+                             f"{len(rows)} rows, e.g. {name} ({method or 'no method'}): {why}); use another "
+                             "--output or --resume-mismatch recompute")
         if stale:
             table.drop(stale)
             console.print(f"{len(stale)} rows of another configuration removed from {table.path}; computing "
                           "them again", markup=False, highlight=False)
-        finished = {row["name"] for row in rows} - set(stale)
+        finished = {table.key_of(row) for row in rows} - set(stale)
         for pair in pairs:
-            if pair.name in finished:
+            done = [method for method in methods if (pair.name, method) in finished]
+            if len(done) == len(methods):
                 console.print(f"[dim]{pair.name}: already in {table.path}, skipped[/dim]")
-        todo = [pair for pair in pairs if pair.name not in finished]
+            elif done:
+                console.print(f"[dim]{pair.name}: {', '.join(done)} already in {table.path}[/dim]")
+        todo = [pair for pair in pairs if any((pair.name, method) not in finished for method in methods)]
         group = join()  # several ranks (torchrun): each fits every world-th pair of rank 0's list
         total, todo = len(todo), group.launch.share(group.agree(todo))
         if group.launch.world > 1:
@@ -302,31 +337,50 @@ def evaluate(args: Namespace) -> None:
                 raise InputError(f"{pair.noisy} is {tuple(noisy[-1].shape)} but {pair.clean} is "
                                  f"{tuple(clean[-1].shape)}")
             channels.append(noisy[-1].shape[0])
-        for count in sorted(set(channels)):
+        fit = [index for index, pair in enumerate(todo) if "scoredvi" in methods
+               and (pair.name, "scoredvi") not in finished]
+        for count in sorted({channels[index] for index in fit}):
             recorder.columns(count)  # hash the priors (and find them missing) before the first fit
-        announce_prior_reuse(args.priors, channels, config)
-        fits = denoise_images(noisy, config, priors=args.priors, prior_format=args.prior_format,
-                              names=[f"evaluate/{run_name(p.name)}" for p in todo], cleans=clean)
         added = 0
+
+        def append(index: int, method: str, denoised: Tensor, seconds: float, delta: float,
+                   fitted: FitResult | None = None) -> None:
+            nonlocal added
+            pair = todo[index]
+            scores, before = score(denoised, clean[index]), score(noisy[index], clean[index])
+            row = {"name": pair.name, "method": method, "psnr": f"{scores.psnr:.4f}", "ssim": f"{scores.ssim:.5f}",
+                   "psnr_8bit": f"{scores.psnr_8bit:.4f}", "noisy_psnr": f"{before.psnr:.4f}",
+                   "delta": f"{delta:.3f}", "seconds": f"{seconds:.2f}",
+                   "peak_rss_mb": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
+                   "height": noisy[index].shape[1], "width": noisy[index].shape[2],
+                   **recorder.columns(channels[index], method)}
+            if fitted is not None:
+                row.update({"lambda": fitted.noise.weight, "beta0": fitted.beta0, "restarts": fitted.restarts,
+                            "peak_gpu_mb": f"{fitted.peak_memory_mb:.0f}", "steps": config.method.steps,
+                            "batch": fitted.batch})
+            table.append(row)
+            added += 1
+            console.print(f"{pair.name} {method}: PSNR {scores.psnr:.2f} dB (noisy {before.psnr:.2f}), SSIM "
+                          f"{scores.ssim:.4f}, {seconds:.1f} s"
+                          + (f" (batch of {fitted.batch})" if fitted is not None and fitted.batch > 1 else ""))
+
         try:
-            for index, result in fits:
-                pair = todo[index]
-                write_image(out / f"{pair.name}_denoised.png", result.denoised, protect=inputs)
-                scores, before = score(result.denoised, clean[index]), score(noisy[index], clean[index])
-                table.append({"name": pair.name, "psnr": f"{scores.psnr:.4f}", "ssim": f"{scores.ssim:.5f}",
-                              "psnr_8bit": f"{scores.psnr_8bit:.4f}", "noisy_psnr": f"{before.psnr:.4f}",
-                              "delta": f"{result.noise.delta:.3f}", "lambda": result.noise.weight,
-                              "beta0": result.beta0, "restarts": result.restarts,
-                              "seconds": f"{result.seconds / result.batch:.2f}",
-                              "peak_gpu_mb": f"{result.peak_memory_mb:.0f}",
-                              "peak_rss_mb": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
-                              "steps": config.method.steps, "height": noisy[index].shape[1],
-                              "width": noisy[index].shape[2], "batch": result.batch,
-                              **recorder.columns(channels[index])})
-                added += 1
-                console.print(f"{pair.name}: PSNR {scores.psnr:.2f} dB (noisy {before.psnr:.2f}), SSIM "
-                              f"{scores.ssim:.4f}, {result.seconds / result.batch:.1f} s"
-                              + (f" (batch of {result.batch})" if result.batch > 1 else ""))
+            outputs = run_baselines(todo, noisy, methods, finished, figures=args.figures, append=append)
+            if args.figures and "scoredvi" not in methods:
+                for index in range(len(todo)):
+                    write_figure(out / f"{todo[index].name}_figure.png", todo[index].name, noisy[index], clean[index],
+                                 outputs[index], None, protect=inputs)
+            announce_prior_reuse(args.priors, [channels[index] for index in fit], config)
+            fits = denoise_images([noisy[index] for index in fit], config, priors=args.priors,
+                                  prior_format=args.prior_format, cleans=[clean[index] for index in fit],
+                                  names=[f"evaluate/{run_name(todo[index].name)}" for index in fit]) if fit else []
+            for position, result in fits:
+                index = fit[position]
+                write_image(out / f"{todo[index].name}_denoised.png", result.denoised, protect=inputs)
+                append(index, "scoredvi", result.denoised, result.seconds / result.batch, result.noise.delta, result)
+                if args.figures:
+                    write_figure(out / f"{todo[index].name}_figure.png", todo[index].name, noisy[index], clean[index],
+                                 outputs[index], result, protect=inputs)
         except Interrupted as err:
             kept = len(finished) + added
             err.note = (f"nothing written for the images in progress; the {kept} row{'s' * (kept != 1)} already "
@@ -335,7 +389,51 @@ def evaluate(args: Namespace) -> None:
         group.finish()  # rank 0 summarises once every rank's rows are in
         if group.launch.is_first:
             with reported_warnings(console):
-                summarise(table.rows(), table.path, console)
+                rows = table.rows()
+            summarise(rows, table.path, console)
+            if args.figures and rows:
+                from common.publish import write_atomic
+                from dvi.figures import psnr_plot_png
+
+                write_atomic(out / "psnr_by_image.png", psnr_plot_png(rows, title=f"PSNR per image ({table.path})"),
+                             protect=inputs)
+
+
+def run_baselines(todo: Sequence[Pair], noisy: Sequence[Tensor], methods: Sequence[str],
+                  finished: set[tuple[str, str]], *, figures: bool,
+                  append: Callable[..., None]) -> list[dict[str, Tensor]]:
+    """Run every baseline of ``methods`` on each pair whose row is missing (all of them when ``figures``:
+    the pictures show them), at the toolkit's noise estimate; ``append`` records each new row. Returns the
+    baselines' outputs per pair (empty without ``figures``)."""
+    from dvi.baselines import BASELINES, denoise_baseline
+    from dvi.method.noise_level import estimate_noise_level
+
+    outputs: list[dict[str, Tensor]] = []
+    for index, pair in enumerate(todo):
+        wanted = [m for m in methods if m in BASELINES and (figures or (pair.name, m) not in finished)]
+        delta = estimate_noise_level(noisy[index]) if wanted else 0.0
+        kept: dict[str, Tensor] = {}
+        for method in wanted:
+            start = time.perf_counter()
+            denoised = denoise_baseline(method, noisy[index], delta=delta)
+            seconds = time.perf_counter() - start
+            if (pair.name, method) not in finished:
+                append(index, method, denoised, seconds, delta)
+            if figures:
+                kept[method] = denoised
+        outputs.append(kept)
+    return outputs
+
+
+def write_figure(path: Path, name: str, noisy: Tensor, clean: Tensor, baselines: dict[str, Tensor],
+                 result: FitResult | None, *, protect: Sequence[Path]) -> None:
+    """``--figures``: the side-by-side picture of one pair (:func:`dvi.figures.comparison_png`), atomically."""
+    from common.publish import write_atomic
+    from dvi.figures import comparison_png, result_panels
+
+    panels = result_panels(noisy, clean=clean, denoised=None if result is None else result.denoised,
+                           variance=None if result is None else result.variance, baselines=baselines)
+    write_atomic(path, comparison_png(panels, suptitle=name), protect=protect)
 
 
 def add_evaluate_arguments(parser: ArgumentParser) -> None:
@@ -352,3 +450,12 @@ def add_evaluate_arguments(parser: ArgumentParser) -> None:
                              "refuse (exit 2, default) or recompute (remove them and compute them again)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     parser.add_argument("--crop", type=int, default=None, help="centre-crop every pair to N x N (for quick CPU runs)")
+    parser.add_argument("--method", dest="methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help="methods scored side by side, one row per image and method: scoredvi, noisy (the "
+                             "input), nlm (non-local means), wavelet (BayesShrink), bm3d (needs the optional "
+                             "'baselines' extra; non-commercial licence); baselines get the estimated noise level "
+                             f"(default: {' '.join(DEFAULT_METHODS)})")
+    parser.add_argument("--figures", action="store_true",
+                        help="also write <name>_figure.png per image computed in this run (noisy, denoised, "
+                             "uncertainty, baselines, clean, with a zoomed inset and PSNR/SSIM) and "
+                             "psnr_by_image.png for the whole table")
