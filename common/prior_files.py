@@ -14,7 +14,7 @@ import hashlib
 import importlib.resources
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import torch
 
 from common.bfdncnn import BFDnCNN, bfdncnn_from_reference, is_reference_state_dict
 from common.errors import InputError
-from common.publish import write_atomic
+from common.publish import check_writable, write_atomic
 from common.safe_load import load_weights
 
 FORMAT = "scoredvi-prior/1"
@@ -49,6 +49,7 @@ class PriorMeta:
     architecture: str = "BFDnCNN"
     sigma_range: tuple[float, float] = (0.0, 100.0)
     training_data: str = "unknown"
+    training_noise: str = "unknown"  # the noise-level law and loss weighting of training (prior_training/noise.py)
     steps: int = 0
     val_psnr: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -71,7 +72,12 @@ def default_checkpoint_dir() -> Path:
     """
     override = os.environ.get(CHECKPOINTS_ENV)
     if override:
-        return Path(override)
+        folder = Path(override)
+        if not folder.is_dir():
+            state = "is a file" if folder.exists() else "does not exist"
+            raise InputError(f"{CHECKPOINTS_ENV}={override} {state}; point it to a folder of priors with a "
+                             f"MANIFEST.json, or unset it to use the shipped priors")
+        return folder
     try:
         return Path(str(importlib.resources.files("checkpoints")))
     except ModuleNotFoundError:
@@ -90,31 +96,33 @@ def read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
         raise InputError(f"{path} is not a valid prior manifest ({err}); restore it from git") from None
 
 
-def publish(tmp: str, path: Path) -> None:
-    """Give a finished temporary file ordinary permissions (0644) and rename it onto ``path``."""
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+def _json_bytes(payload: dict[str, Any]) -> bytes:
+    return (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON (sorted keys, indented, trailing newline) atomically (:func:`common.publish.write_atomic`)."""
-    write_atomic(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(path, _json_bytes(payload))
 
 
-def export_prior(model: BFDnCNN, path: Path, meta: PriorMeta, *, manifest: bool = True) -> str:
+def export_prior(model: BFDnCNN, path: Path, meta: PriorMeta, *, manifest: bool = True,
+                 protect: Sequence[Path] = ()) -> str:
     """Save ``model`` (eval-mode state, float32, CPU) with ``meta``; record it in the manifest.
 
-    Returns the file's sha256. The write is atomic; the manifest entry of ``path.name`` is
-    replaced when ``manifest`` is true.
+    Returns the file's sha256. The write is atomic (:func:`common.publish.write_atomic`); the manifest entry of
+    ``path.name`` is replaced when ``manifest`` is true. ``protect`` (the inputs, e.g. the checkpoint read) are
+    never written: a ``path`` or manifest that is one of them is refused before anything is written.
     """
+    manifest_path = path.parent / MANIFEST_NAME
+    check_writable([path, *([manifest_path] if manifest else [])], protect=protect)
     state = {key: value.detach().float().cpu().contiguous() for key, value in model.state_dict().items()}
     payload = {"format": FORMAT, "state_dict": state, "meta": meta.__dict__ | {"sigma_range": list(meta.sigma_range)}}
-    write_atomic(path, lambda handle: torch.save(payload, handle))
+    write_atomic(path, lambda handle: torch.save(payload, handle), protect=protect)
     digest = sha256_of(path)
     if manifest:
         entries = read_manifest(path.parent)
         entries[path.name] = {"sha256": digest, **payload["meta"]}
-        write_json_atomic(path.parent / MANIFEST_NAME, {"files": entries})
+        write_atomic(manifest_path, _json_bytes({"files": entries}), protect=protect)
     return digest
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
-from unittest import mock
+from typing import NoReturn
 
 from jsonargparse import lazy_instance
 from lightning.pytorch.callbacks import (
@@ -29,13 +30,14 @@ SHORTCUTS = {"--dataset": "--data.dataset", "--data-root": "--data.data_root", "
 
 def trainer_defaults() -> dict[str, object]:
     """Defaults of ``--trainer.*``: precision auto, TensorBoard under runs/prior_training, rich bar, LR monitor,
-    best-validation-PSNR checkpoint (plus last.ckpt for resuming)."""
+    a checkpoint of the best worst-sigma change in validation PSNR (plus last.ckpt for resuming)."""
     return {
         "precision": resolve_precision("auto"),
         "max_steps": 20000,
         "val_check_interval": 500,
         "check_val_every_n_epoch": None,
         "log_every_n_steps": 10,
+        "num_sanity_val_steps": -1,  # the whole validation before the first step: it sets the default val_targets
         "benchmark": True,  # fixed patch shapes: cuDNN picks its fastest convolutions once
         "logger": lazy_instance(TensorBoardLogger, save_dir=str(RUNS_DIR), name="prior_training",
                                 default_hp_metric=False),
@@ -56,15 +58,15 @@ class SaveLastOnStop(Callback):
 
 class PriorTrainingCLI(LightningCLI):
     """Links the image channel count of the data to the network; adds the rich progress bar, the
-    learning-rate monitor and a checkpoint of the best mean validation PSNR (``--checkpoint.*``)."""
+    learning-rate monitor and a checkpoint of the best ``val/worst_change`` (``--checkpoint.*``: the worst noise
+    level's validation PSNR against its target, see GaussianDenoiser)."""
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 - jsonargparse parser
         parser.link_arguments("data.channels", "model.channels")
-        parser.link_arguments("model.sigma_max", "data.sigma_max")  # the device pipeline draws the noise
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         # no version counter: the run's one last.ckpt is overwritten (SaveLastOnStop and Lightning's own
         # end-of-training save would otherwise leave last.ckpt and last-v1.ckpt)
-        parser.set_defaults({"checkpoint.monitor": "val/psnr", "checkpoint.mode": "max", "checkpoint.save_last": True,
+        parser.set_defaults({"checkpoint.monitor": "val/worst_change", "checkpoint.mode": "max", "checkpoint.save_last": True,
                              "checkpoint.filename": "best-{step}", "checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(ProgressBar, "progress_bar")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
@@ -123,12 +125,25 @@ def run_lightning(argv: list[str]) -> None:
     if argv[:1] in (["fit"], ["validate"], ["test"]) and not any(arg.startswith("--weights_only") for arg in argv):
         argv = [*argv, "--weights_only", "true"]
     try:
-        with mock.patch.object(sys, "argv", [sys.argv[0], *expand_shortcuts(argv)]), safe_checkpoint_globals():
-            PriorTrainingCLI(GaussianDenoiser, PatchDataModule, trainer_defaults=trainer_defaults(),
-                             seed_everything_default=0, save_config_kwargs={"overwrite": True},
-                             parser_kwargs={"exit_on_error": False})
+        with safe_checkpoint_globals(), warnings.catch_warnings():
+            # args= is this command line itself (sys.argv[1:] holds the same words): not the mix LightningCLI warns of
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            PriorTrainingCLI(GaussianDenoiser, PatchDataModule, args=expand_shortcuts(argv),
+                             trainer_defaults=trainer_defaults(), seed_everything_default=0,
+                             save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False})
     except argparse.ArgumentError as err:
-        raise InputError(f"{err}; see 'python -m prior_training {argv[0] if argv else 'fit'} --help'") from None
+        raise InputError(f"{' '.join(str(err).split())}; see {help_hint(argv)}") from None
+
+
+COMMANDS = ("fit", "validate", "test", "export")
+
+
+def help_hint(argv: list[str]) -> str:
+    """Where to read more: the command's --help, or the list of commands when the command itself is unknown."""
+    command = argv[0] if argv else ""
+    if command in COMMANDS:
+        return f"'python -m prior_training {command} --help'"
+    return f"'python -m prior_training --help' (commands: {', '.join(COMMANDS)})"
 
 
 def export(checkpoint: Path, out: Path, *, training_data: str | None = None) -> str:
@@ -147,15 +162,23 @@ def export(checkpoint: Path, out: Path, *, training_data: str | None = None) -> 
     hp = module.hparams
     meta = PriorMeta(channels=hp.channels, depth=hp.depth, features=hp.features,
                      sigma_range=(0.0, float(hp.sigma_max)), training_data=described,
+                     training_noise=module.noise.describe(),
                      steps=int(raw.get("global_step", 0)) + int(raw.get("steps_before", 0)), val_psnr=dict(raw.get("val_psnr", {})))
-    return export_prior(module.denoiser.eval(), out, meta)
+    return export_prior(module.denoiser.eval(), out, meta, protect=[checkpoint])
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors (a missing ``--out``, an unknown option) are one InputError line, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{message}; see {help_hint(['export'])}")
 
 
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["export"]:
-        parser = argparse.ArgumentParser(prog="python -m prior_training export",
+        parser = OneLineParser(prog="python -m prior_training export",
                                          description="Export a trained denoiser as a deployable prior file.")
         parser.add_argument("checkpoint", type=Path, help="a .ckpt written by 'fit'")
         parser.add_argument("--out", type=Path, required=True, help="the prior file to write, e.g. checkpoints/NAME.pt")

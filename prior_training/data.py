@@ -28,7 +28,7 @@ from PIL import Image
 
 from common.images import center_crop, list_images, read_image, to_grayscale
 from prior_training.archives import DATASETS, dataset_images_dir, prepare_archive
-from prior_training.sampler import SIGMA_MAX, PatchSampler, decoded_bytes, to_uint8
+from prior_training.sampler import PatchSampler, decoded_bytes, to_uint8
 
 DatasetName = Literal["cbsd300", "div2k", "imagenet-val", "waterloo", "folder"]
 Pipeline = Literal["auto", "device", "loader"]
@@ -124,9 +124,8 @@ class PatchDataModule(L.LightningDataModule):
         pipeline: ``device``, ``loader`` or ``auto`` (device when the decoded uint8 store, all scales
             included, is at most ``device_limit_mib`` MiB; sizes are read from the image headers).
         scales: rescaled copies of each training image the device pipeline stores (BF-CNN: 1, 0.9, 0.8, 0.7).
-        seed: seed of the device pipeline's batches (batch of step ``k`` = f(images, seed, k)).
-        sigma_max: noise standard deviations of the device pipeline's batches, U[0, sigma_max] on the
-            0-255 scale (linked to ``--model.sigma_max`` by the CLI).
+        seed: seed of the device pipeline's batches (batch of step ``k`` = f(images, seed, k)). Their noise
+            levels follow the LightningModule's noise recipe (``--model.light_fraction`` etc.), set at fit start.
     """
 
     def __init__(
@@ -146,7 +145,6 @@ class PatchDataModule(L.LightningDataModule):
         device_limit_mib: float = 2048.0,
         scales: tuple[float, ...] = (1.0,),
         seed: int = 0,
-        sigma_max: float = SIGMA_MAX,
     ) -> None:
         super().__init__()
         if channels not in (1, 3):
@@ -204,7 +202,7 @@ class PatchDataModule(L.LightningDataModule):
         moves it to its device at fit start)."""
         images = [to_uint8(load_clean(path, channels=self.hparams.channels)) for path in self.train_paths]
         return PatchSampler(images, patch_size=self.hparams.patch_size, batch_size=self.batch_size,
-                            sigma_max=self.hparams.sigma_max, scales=self.hparams.scales, seed=self.hparams.seed)
+                            scales=self.hparams.scales, seed=self.hparams.seed)
 
     def steps_per_epoch(self) -> int:
         """Device pipeline: an epoch is as many patch pixels as the training images hold (at least 1 step)."""

@@ -8,14 +8,17 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchvision.utils import make_grid
 
 from common.bfdncnn import BFDnCNN
 from common.errors import InputError
 from common.prior_files import load_prior
-from prior_training.sampler import SIGMA_MAX, PatchSampler
+from prior_training.noise import NoiseRecipe, Weighting
+from prior_training.sampler import PatchSampler
+
+RECIPE = NoiseRecipe()  # the defaults of the noise options below
+VAL_SIGMAS = (0.0, 1.0, 2.0, 5.0, 15.0, 25.0, 50.0)  # 0-255 scale; 0 feeds the clean image itself
 
 
 def batch_psnr(estimate: Tensor, reference: Tensor) -> Tensor:
@@ -33,15 +36,25 @@ def adam_for(parameters: Iterable[Tensor], *, lr: float) -> torch.optim.Adam:
 
 
 class GaussianDenoiser(L.LightningModule):
-    """Blind Gaussian denoising: clean patches in [0,1], AWGN with sigma ~ U[0, sigma_max]/255
-    drawn per patch and added on the device, MSE loss, Adam with cosine decay.
+    """Blind Gaussian denoising: clean patches in [0,1], AWGN with a noise level drawn per patch and added
+    on the device, a (weighted) MSE loss, Adam with cosine decay.
+
+    The noise levels and the loss weights follow :class:`~prior_training.noise.NoiseRecipe` (equations in
+    prior_training/noise.py): ``sigma_max``, ``light_fraction``, ``sigma_floor`` (0-255 scale) set
+    ``p(sigma) = (1 - f) U[0, sigma_max] + f LogU[sigma_floor, sigma_max]``; ``loss_weighting`` and
+    ``weight_offset`` set ``w(sigma)`` of ``L = sum_b w_b mse_b / sum_b w_b``. With ``light_fraction 0`` and
+    ``loss_weighting mse`` this is the BF-CNN recipe.
 
     Training batches come either as clean patches (the DataLoader pipeline; noise is added here) or,
     with the device pipeline, as a step index: the batch of step ``global_step`` is then drawn from the
     datamodule's :class:`~prior_training.sampler.PatchSampler`, moved to this module's device at fit start.
 
-    Validation: PSNR at each of ``val_sigmas`` (0-255 scale) on held-out images with noise
-    fixed by a seed, logged as ``val/psnr_<sigma>`` and their mean ``val/psnr``.
+    Validation: PSNR at each of ``val_sigmas`` (0-255 scale; 0 feeds the clean image) on held-out images
+    with noise fixed by a seed, logged as ``val/psnr_<sigma>`` and their mean ``val/psnr``; and
+    ``val/worst_change = min_sigma (psnr_sigma - target_sigma)``, the checkpoint criterion: the worst
+    noise level decides, not the mean. ``val_targets`` (dB, one per sigma) default to the PSNRs of the
+    sanity validation before the first step, so a fine-tune is judged by its worst change from where it
+    started (set them for a run from scratch, whose start is the identity).
 
     Speed options (numerics unchanged): ``channels_last`` (None: on CUDA devices) stores weights and
     batches channels-last, the layout cuDNN's and oneDNN's fastest convolution kernels use; Adam is the
@@ -55,16 +68,32 @@ class GaussianDenoiser(L.LightningModule):
         channels: int = 3,
         depth: int = 20,
         features: int = 64,
-        sigma_max: float = SIGMA_MAX,
+        sigma_max: float = RECIPE.sigma_max,
+        light_fraction: float = RECIPE.light_fraction,
+        sigma_floor: float = RECIPE.sigma_floor,
+        loss_weighting: Weighting = RECIPE.weighting,
+        weight_offset: float = RECIPE.weight_offset,
         lr: float = 1e-3,
         lr_final_fraction: float = 0.01,
-        val_sigmas: tuple[float, ...] = (15.0, 25.0, 50.0),
+        val_sigmas: tuple[float, ...] = VAL_SIGMAS,
+        val_targets: tuple[float, ...] | None = None,
         grid_sigma: float = 25.0,
         init_prior: Path | None = None,
         channels_last: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        try:
+            self.noise = NoiseRecipe(sigma_max=sigma_max, light_fraction=light_fraction, sigma_floor=sigma_floor,
+                                     weighting=loss_weighting, weight_offset=weight_offset)
+        except ValueError as err:  # NoiseRecipe names its fields; the module's option of `weighting` is loss_weighting
+            message = str(err)
+            raise InputError(f"--model.{'loss_' if message.startswith('weighting') else ''}{message}") from None
+        if val_targets is not None and len(val_targets) != len(val_sigmas):
+            raise InputError(f"--model.val_targets needs one PSNR per --model.val_sigmas value ({len(val_sigmas)}), "
+                             f"not {len(val_targets)}")
+        self.val_targets: tuple[float, ...] | None = None if val_targets is None else tuple(map(float, val_targets))
+        self._val_scores: dict[float, list[float]] = {}
         self.denoiser = BFDnCNN(channels=channels, depth=depth, features=features)
         self.steps_before = 0
         self.val_psnr: dict[str, float] = {}  # of the last validation; empty before the first one
@@ -87,10 +116,10 @@ class GaussianDenoiser(L.LightningModule):
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         return self.denoiser(noisy)
 
-    def add_noise(self, clean: Tensor) -> Tensor:
-        """``clean + sigma * n`` with sigma ~ U[0, sigma_max]/255 per patch, n ~ N(0, I)."""
-        sigma = torch.rand(clean.shape[0], 1, 1, 1, device=clean.device, dtype=clean.dtype)
-        return clean + sigma * (self.hparams.sigma_max / 255.0) * torch.randn_like(clean)
+    def add_noise(self, clean: Tensor) -> tuple[Tensor, Tensor]:
+        """``(clean + sigma * n, sigma)`` with sigma (0-1 scale) drawn per patch from the noise recipe, n ~ N(0, I)."""
+        sigma = self.noise.draw(clean.shape[0], device=clean.device).to(clean.dtype)
+        return clean + sigma.view(-1, 1, 1, 1) * torch.randn_like(clean), sigma
 
     def on_fit_start(self) -> None:
         """Device pipeline: move the datamodule's uint8 store to the device Lightning put this module on."""
@@ -100,6 +129,7 @@ class GaussianDenoiser(L.LightningModule):
         self.patch_sampler = sampler.to(self.device) if isinstance(sampler, PatchSampler) else None
         if self.patch_sampler is not None:
             self.patch_sampler.channels_last = self.use_channels_last
+            self.patch_sampler.noise = self.noise
 
     def setup_layout(self) -> None:
         """Resolve ``channels_last`` for this module's device and convert the weights to that layout."""
@@ -108,21 +138,22 @@ class GaussianDenoiser(L.LightningModule):
         if self.use_channels_last:
             self.denoiser.to(memory_format=torch.channels_last)
 
-    def training_batch(self, batch: Tensor) -> tuple[Tensor, Tensor]:
-        """(noisy, clean) of a training batch: drawn by the sampler for a step index (0-d tensor), else
-        the noise is added to the clean patches of the loader."""
+    def training_batch(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(noisy, clean, sigma) of a training batch: drawn by the sampler for a step index (0-d tensor), else
+        the noise is added to the clean patches of the loader; sigma (B,) on the 0-1 scale."""
         if batch.ndim == 0:
             if self.patch_sampler is None:
                 raise RuntimeError("a step-index batch needs the device pipeline's sampler (PatchDataModule)")
             # each DDP rank its own batch: key step * world + rank (one process: the step, as before)
             patches = self.patch_sampler.sample(self.global_step * self.trainer.world_size + self.global_rank)
-            return patches.noisy, patches.clean
-        return self.add_noise(batch), batch
+            return patches.noisy, patches.clean, patches.sigma
+        noisy, sigma = self.add_noise(batch)
+        return noisy, batch, sigma
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        noisy, clean = self.training_batch(batch)
-        loss = F.mse_loss(self(noisy), clean)
-        self.log("train/mse", loss, prog_bar=True)
+        noisy, clean, sigma = self.training_batch(batch)
+        loss = self.noise.loss(self(noisy), clean, sigma)
+        self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def _fixed_noise(self, clean: Tensor, *, sigma: float, seed: int) -> Tensor:
@@ -137,6 +168,8 @@ class GaussianDenoiser(L.LightningModule):
             denoised = self(noisy)
             psnr = batch_psnr(denoised, clean).mean()
             scores.append(psnr)
+            if prefix == "val":
+                self._val_scores.setdefault(float(sigma), []).append(float(psnr))
             self.log(f"{prefix}/psnr_{sigma:g}", psnr, batch_size=clean.shape[0])
             if batch_idx == 0 and sigma == self.hparams.grid_sigma and prefix == "val":
                 self._log_grid(noisy, denoised, clean)
@@ -155,13 +188,34 @@ class GaussianDenoiser(L.LightningModule):
     def test_step(self, clean: Tensor, batch_idx: int) -> None:
         self._evaluate(clean, batch_idx, prefix="test")
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_scores = {}
+
     def on_validation_epoch_end(self) -> None:
-        self.val_psnr = {key.removeprefix("val/psnr_"): float(value)
-                         for key, value in self.trainer.callback_metrics.items() if key.startswith("val/psnr_")}
+        """Mean PSNR per sigma of this validation; the sanity check before training sets the default
+        targets; ``val/worst_change`` against them (the checkpoint criterion)."""
+        means = {sigma: sum(values) / len(values) for sigma, values in self._val_scores.items() if values}
+        sigmas = [float(sigma) for sigma in self.hparams.val_sigmas]
+        if len(means) != len(sigmas):
+            return  # a partial validation (e.g. a limited sanity check): nothing to compare
+        if self.val_targets is None and self.trainer.sanity_checking:
+            self.val_targets = tuple(means[sigma] for sigma in sigmas)
+        if self.trainer.sanity_checking:
+            return
+        self.val_psnr = {f"{sigma:g}": value for sigma, value in means.items()}
+        if self.val_targets is not None:
+            worst = min(means[sigma] - target for sigma, target in zip(sigmas, self.val_targets))
+            self.log("val/worst_change", worst, prog_bar=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_psnr"] = dict(self.val_psnr)
         checkpoint["steps_before"] = self.steps_before
+        checkpoint["val_targets"] = None if self.val_targets is None else list(self.val_targets)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        targets = checkpoint.get("val_targets")
+        if self.val_targets is None and targets is not None:
+            self.val_targets = tuple(float(value) for value in targets)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = adam_for(self.parameters(), lr=self.hparams.lr)

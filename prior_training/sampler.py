@@ -11,8 +11,8 @@ a standard deviation drawn uniformly from [0, 100] on the 0-255 scale. Here:
   drawn with probability proportional to its number of windows, then the window uniformly);
 * the D4 transform (one of the 8 flips/rotations of the square) is folded into the gather indices as
   (transpose?, flip rows?, flip columns?), so it costs nothing extra;
-* ``sigma_b ~ U[0, sigma_max] / 255`` per patch and ``noisy = clean + sigma_b * n``, ``n ~ N(0, I)``,
-  on images in [0, 1].
+* ``sigma_b`` per patch from the run's :class:`~prior_training.noise.NoiseRecipe` (BF-CNN: U[0, 100] on the
+  0-255 scale) and ``noisy = clean + sigma_b * n``, ``n ~ N(0, I)``, on images in [0, 1].
 
 Each batch is drawn from a ``torch.Generator`` on the store's device seeded with ``(seed, key)``: the
 same seed and key give the same batch, and a resumed run continues the exact sequence (the key is the
@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from prior_training.noise import NoiseRecipe
+
 BFCNN_SCALES = (1.0, 0.9, 0.8, 0.7)  # the rescaled copies of each training image in the BF-CNN recipe
-SIGMA_MAX = 100.0  # noise levels of training, U[0, SIGMA_MAX] on the 0-255 scale (BF-CNN)
 D4_SIZE = 8  # flips/rotations of a square: identity, 3 rotations, 4 reflections
 
 
@@ -103,23 +104,23 @@ class PatchSampler:
         images: (C, H, W) images, uint8 or float in [0, 1], all with the same C (1 or 3).
         patch_size: side ``p`` of the square patches (images with a shorter side are padded to it).
         batch_size: patches ``B`` per batch.
-        sigma_max: noise standard deviations are drawn from U[0, sigma_max] on the 0-255 scale.
+        noise: the law of the patches' noise levels (the LightningModule sets its own at fit start).
         scales: rescaled copies of each image to store (1 keeps the original).
         seed: seed of every batch's generator, combined with the batch's key.
         channels_last: return batches in channels-last memory format (what cuDNN/oneDNN convolutions prefer).
     """
 
-    def __init__(self, images: Sequence[Tensor], *, patch_size: int, batch_size: int, sigma_max: float = SIGMA_MAX,
+    def __init__(self, images: Sequence[Tensor], *, patch_size: int, batch_size: int, noise: NoiseRecipe = NoiseRecipe(),
                  scales: Sequence[float] = (1.0,), seed: int = 0, channels_last: bool = False) -> None:
         if not images:
             raise ValueError("PatchSampler needs at least one image")
         channels = {int(image.shape[0]) for image in images}
         if len(channels) != 1 or not channels <= {1, 3}:
             raise ValueError(f"images must all have 1 or all have 3 channels, got {sorted(channels)}")
-        if patch_size < 1 or batch_size < 1 or not sigma_max >= 0 or not all(0 < s <= 1 for s in scales):
-            raise ValueError("patch_size and batch_size must be positive, sigma_max >= 0, scales in (0, 1]")
+        if patch_size < 1 or batch_size < 1 or not all(0 < s <= 1 for s in scales):
+            raise ValueError("patch_size and batch_size must be positive, scales in (0, 1]")
         self.channels, self.patch_size, self.batch_size = channels.pop(), patch_size, batch_size
-        self.sigma_max, self.seed, self.channels_last = float(sigma_max), int(seed), channels_last
+        self.noise, self.seed, self.channels_last = noise, int(seed), channels_last
         slabs, heights, widths = [], [], []
         for image in images:
             as_float = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
@@ -181,7 +182,7 @@ class PatchSampler:
         columns = self.width[image] - p + 1
         top, left = local // columns, local % columns
         transform = torch.randint(0, D4_SIZE, (batch,), generator=generator, device=device)
-        sigma = torch.rand(batch, generator=generator, device=device) * (self.sigma_max / 255.0)
+        sigma = self.noise.draw(batch, generator=generator, device=device)
         noise = torch.randn(batch, p, p, self.channels, generator=generator, device=device)
         # output pixel (y, x) of patch b reads stored pixel (u, v) of its window
         # (flips act on the output's rows/columns, then the transpose swaps them: apply_d4's order)

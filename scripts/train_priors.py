@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from prior_training.noise import WEIGHTINGS, NoiseRecipe
 from prior_training.sampler import BFCNN_SCALES
 
 GROUPS = {"A": "animals (gcompris)", "B": "outdoor scenes (wallpapers, monuments)", "C": "objects, people, misc"}
@@ -39,7 +40,8 @@ class Recipe:
     A batch is ``images_per_batch * patches_per_image`` patches of ``patch_size`` pixels;
     ``pipeline``/``scales``/``workers`` are PatchDataModule's; validation (and ``last.ckpt``) every
     ``val_every`` steps; ``precision`` a Lightning precision or ``auto``; ``quiet`` turns the progress bar
-    off (for runs whose output goes to a log file).
+    off (for runs whose output goes to a log file); ``noise`` the noise-level law and loss weighting
+    (prior_training/noise.py, ``--model.light_fraction`` etc.); ``tag`` names a separate run ``<key>-<tag>``.
     """
 
     patch_size: int = 50
@@ -51,6 +53,8 @@ class Recipe:
     scales: tuple[float, ...] = BFCNN_SCALES
     precision: str = "auto"
     quiet: bool = False
+    noise: NoiseRecipe = NoiseRecipe()
+    tag: str = ""
 
 
 def group_folders(corpus: Path, work: Path) -> dict[str, Path]:
@@ -104,6 +108,7 @@ def train_command(key: str, folders: dict[str, Path], *, minutes: float, runs: P
     """
     group, channels = key.split("-")
     name = key if lr is None else f"{key}-lr{lr:g}"
+    name = f"{name}-{recipe.tag}" if recipe.tag else name
     run_dir = runs / "prior_training" / name
     last = run_dir / "checkpoints" / "last.ckpt"
     command = [sys.executable, "-m", "prior_training", "fit", "--dataset", "folder",
@@ -113,6 +118,9 @@ def train_command(key: str, folders: dict[str, Path], *, minutes: float, runs: P
                "--data.patches_per_image", str(recipe.patches_per_image), "--data.val_crop", "128",
                "--data.num_workers", str(recipe.workers), "--data.pipeline", recipe.pipeline,
                "--data.scales", json.dumps(list(recipe.scales)), "--precision", recipe.precision,
+               "--model.light_fraction", str(recipe.noise.light_fraction),
+               "--model.sigma_floor", str(recipe.noise.sigma_floor),
+               "--model.loss_weighting", recipe.noise.weighting, "--model.weight_offset", str(recipe.noise.weight_offset),
                "--trainer.max_steps", str(max_steps),
                "--trainer.val_check_interval", str(recipe.val_every),
                "--trainer.max_time", as_max_time(trained_seconds(last) + 60 * minutes),
@@ -190,11 +198,20 @@ def main() -> None:
     parser.add_argument("--pipeline", choices=["auto", "device", "loader"], default=defaults.pipeline)
     parser.add_argument("--scales", type=float, nargs="+", default=list(defaults.scales))
     parser.add_argument("--precision", default=defaults.precision, help="e.g. bf16-mixed (auto: by hardware)")
+    noise = NoiseRecipe()
+    parser.add_argument("--light-fraction", type=float, default=noise.light_fraction,
+                        help="share of patches with a log-uniform noise level (prior_training/noise.py)")
+    parser.add_argument("--sigma-floor", type=float, default=noise.sigma_floor, help="lowest log-uniform sigma (0-255)")
+    parser.add_argument("--loss-weighting", choices=WEIGHTINGS, default=noise.weighting)
+    parser.add_argument("--weight-offset", type=float, default=noise.weight_offset, help="c of the weights (0-255)")
+    parser.add_argument("--tag", default="", help="train separate runs <key>-<tag> (e.g. a recipe candidate)")
     args = parser.parse_args()
     recipe = Recipe(patch_size=args.patch_size, images_per_batch=args.images_per_batch,
                     patches_per_image=args.patches_per_image, workers=args.workers, val_every=args.val_every,
                     pipeline=args.pipeline, scales=tuple(args.scales), precision=args.precision,
-                    quiet=args.logs is not None)
+                    quiet=args.logs is not None, tag=args.tag,
+                    noise=NoiseRecipe(light_fraction=args.light_fraction, sigma_floor=args.sigma_floor,
+                                      weighting=args.loss_weighting, weight_offset=args.weight_offset))
     folders = group_folders(args.corpus, args.work)
     keys = args.only or [f"{g}-{c}" for c in ("rgb", "gray") for g in GROUPS]  # RGB first
     minutes = minutes_per_run(minutes=args.minutes, budget=args.budget, keys=keys, parallel=args.parallel)

@@ -21,7 +21,8 @@ def run_fit(folder: Path, *extra: str) -> None:
 
 
 def test_fit_writes_checkpoint_and_events_then_export_loads_and_denoises(image_folder, tmp_path):
-    run_fit(image_folder)
+    run_fit(image_folder, "--model.light_fraction", "0.5", "--model.loss_weighting", "inverse_sigma",
+            "--model.weight_offset", "3")
     run = tmp_path / "runs" / "prior_training" / "version_0"
     assert list(run.glob("events.out.tfevents.*"))
     best = sorted((run / "checkpoints").glob("best-*.ckpt"))
@@ -30,7 +31,8 @@ def test_fit_writes_checkpoint_and_events_then_export_loads_and_denoises(image_f
     main(["export", str(best[0]), "--out", str(out), "--training-data", "generated test images"])
     model, meta = load_prior(out, channels=3)
     assert (meta.depth, meta.features, meta.training_data) == (3, 8, "generated test images")
-    assert meta.steps >= 2 and set(meta.val_psnr) == {"15", "25", "50"}
+    assert meta.steps >= 2 and set(meta.val_psnr) == {"0", "1", "2", "5", "15", "25", "50"}
+    assert meta.training_noise == "sigma ~ 0.5 U[0,100] + 0.5 LogU[0.1,100] (0-255 scale), MSE weighted 1/(sigma+3)"
     assert (tmp_path / "ckpts" / MANIFEST_NAME).is_file()
     y = torch.rand(1, 3, 20, 20)
     out_y = model(y)
@@ -182,5 +184,5 @@ def test_short_fit_without_validation_logs_scalars_and_one_last_checkpoint(image
     assert load_prior(tmp_path / "short.pt", channels=3)[1].steps == 3
     events = EventAccumulator(str(run))
     events.Reload()
-    assert "train/mse" in events.Tags()["scalars"] and events.Scalars("train/mse")
+    assert "train/loss" in events.Tags()["scalars"] and events.Scalars("train/loss")
     assert "Epoch" in shown and "v_num" not in shown and "/-" not in shown

@@ -13,6 +13,7 @@ from common.images import write_image
 from prior_training.checkpoints import read_checkpoint
 from prior_training.data import PatchDataModule, StepIndices
 from prior_training.module import GaussianDenoiser
+from prior_training.noise import NoiseRecipe
 from prior_training.sampler import BFCNN_SCALES, PatchSampler, apply_d4
 from tests.conftest import smooth_image
 
@@ -57,7 +58,7 @@ def test_all_eight_transforms_occur_and_are_the_dihedral_group() -> None:
 def test_windows_are_uniform_over_all_images_windows() -> None:
     """A 16x16 image has 1 window of 16x16, a 16x115 one has 100: about 1 patch in 101 comes from the first."""
     images = [torch.zeros(1, 16, 16, dtype=torch.uint8), torch.full((1, 16, 115), 255, dtype=torch.uint8)]
-    batch = PatchSampler(images, patch_size=16, batch_size=20000, sigma_max=0.0).sample(0)
+    batch = PatchSampler(images, patch_size=16, batch_size=20000, noise=NoiseRecipe(sigma_max=0.0)).sample(0)
     share = (batch.image == 0).float().mean().item()
     assert 0.5 / 101 < share < 2 / 101
     assert torch.equal(batch.clean.flatten(1).mean(1), (batch.image == 1).float())  # the right pixels
@@ -65,7 +66,7 @@ def test_windows_are_uniform_over_all_images_windows() -> None:
 
 
 def test_sigma_is_uniform_and_the_noise_has_that_deviation_per_patch() -> None:
-    sampler = PatchSampler(random_images(), patch_size=32, batch_size=512, sigma_max=100.0, seed=1)
+    sampler = PatchSampler(random_images(), patch_size=32, batch_size=512, noise=NoiseRecipe(sigma_max=100.0), seed=1)
     batch = sampler.sample(5)
     levels = (batch.sigma * 255.0 / 100.0).sort().values  # should be U[0, 1]
     ks = (levels - torch.linspace(0.5 / 512, 1 - 0.5 / 512, 512)).abs().max().item()
