@@ -41,7 +41,9 @@ class Recipe:
     ``pipeline``/``scales``/``workers`` are PatchDataModule's; validation (and ``last.ckpt``) every
     ``val_every`` steps; ``precision`` a Lightning precision or ``auto``; ``quiet`` turns the progress bar
     off (for runs whose output goes to a log file); ``noise`` the noise-level law and loss weighting
-    (prior_training/noise.py, ``--model.light_fraction`` etc.); ``tag`` names a separate run ``<key>-<tag>``.
+    (prior_training/noise.py, ``--model.light_fraction`` etc.); ``tag`` names a separate run ``<key>-<tag>``;
+    ``ema_decay`` validates, checkpoints and exports an exponential moving average of the weights
+    (Lightning's EMAWeightAveraging, ``avg = decay * avg + (1 - decay) * w`` after each step).
     """
 
     patch_size: int = 50
@@ -55,6 +57,7 @@ class Recipe:
     quiet: bool = False
     noise: NoiseRecipe = NoiseRecipe()
     tag: str = ""
+    ema_decay: float | None = None
 
 
 def group_folders(corpus: Path, work: Path) -> dict[str, Path]:
@@ -127,6 +130,9 @@ def train_command(key: str, folders: dict[str, Path], *, minutes: float, runs: P
                "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.version", name]
     if lr is not None:
         command += ["--model.lr", str(lr)]
+    if recipe.ema_decay is not None:
+        command += ["--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
+                    f"--trainer.callbacks.decay={recipe.ema_decay}"]
     if recipe.quiet:
         command += ["--progress_bar.refresh_rate", "0"]
     if last.is_file():
@@ -204,12 +210,14 @@ def main() -> None:
     parser.add_argument("--sigma-floor", type=float, default=noise.sigma_floor, help="lowest log-uniform sigma (0-255)")
     parser.add_argument("--loss-weighting", choices=WEIGHTINGS, default=noise.weighting)
     parser.add_argument("--weight-offset", type=float, default=noise.weight_offset, help="c of the weights (0-255)")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="train with an exponential moving average of the weights (e.g. 0.995) and export it")
     parser.add_argument("--tag", default="", help="train separate runs <key>-<tag> (e.g. a recipe candidate)")
     args = parser.parse_args()
     recipe = Recipe(patch_size=args.patch_size, images_per_batch=args.images_per_batch,
                     patches_per_image=args.patches_per_image, workers=args.workers, val_every=args.val_every,
                     pipeline=args.pipeline, scales=tuple(args.scales), precision=args.precision,
-                    quiet=args.logs is not None, tag=args.tag,
+                    quiet=args.logs is not None, tag=args.tag, ema_decay=args.ema_decay,
                     noise=NoiseRecipe(light_fraction=args.light_fraction, sigma_floor=args.sigma_floor,
                                       weighting=args.loss_weighting, weight_offset=args.weight_offset))
     folders = group_folders(args.corpus, args.work)
