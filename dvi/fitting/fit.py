@@ -44,6 +44,7 @@ class FitResult:
     component_means: Tensor
     component_weights: Tensor
     batch: int = 1
+    step_path: str = "eager"  # which step ran (dvi.fitting.module.ScoreDVI.step_path); a tiled fit: its last tile's
 
 
 def build_module(config: Config, priors: Sequence[BFDnCNN], noisy: Tensor, *, seeds: Sequence[int],
@@ -68,8 +69,9 @@ def fit_precision(config: Config) -> str | int:
 
 def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], config: Config, *, noises: Sequence[NoiseLevel],
                 beta0s: Sequence[float], seeds: Sequence[int], name: str | None, clean: Tensor | None,
-                callbacks: Sequence[Callback] = ()) -> Posterior:
-    """One Lightning run fitting the images ``noisy`` (B, C, H, W) together."""
+                callbacks: Sequence[Callback] = ()) -> tuple[Posterior, str]:
+    """One Lightning run fitting the images ``noisy`` (B, C, H, W) together; returns what it produced and which
+    step ran (:attr:`dvi.fitting.module.ScoreDVI.step_path`)."""
     average = PosteriorAverage()
     steps, runtime = config.method.steps, config.runtime
     trainer = build_trainer(stage="dvi", name=name, precision=fit_precision(config), accelerator=runtime.device,
@@ -88,7 +90,7 @@ def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], config: Config, *, noi
         trainer.fit(module, train_dataloaders=steps_loader(steps=steps))
     except SIGTERMException:  # Lightning's has no exit code (status 0); give it the shell's 128 + 15
         raise SIGTERMException(128 + signal.SIGTERM) from None
-    return average.posterior()
+    return average.posterior(), module.step_path
 
 
 def variational_nets(config: Config, *, channels: int) -> VariationalNets:
@@ -99,16 +101,36 @@ def variational_nets(config: Config, *, channels: int) -> VariationalNets:
                                unet_depth=nets.unet_depth, aux_layers=nets.aux_layers, aux_features=nets.aux_features)
 
 
-def check_size(noisy: Tensor, config: Config) -> None:
-    """Refuse an image (C, H, W) smaller than the noise estimator and the U-Net need."""
-    smallest = max(2 ** config.nets.unet_depth, MIN_SIDE)
-    if min(noisy.shape[-2:]) < smallest:
-        raise InputError(f"the image is {noisy.shape[-1]}x{noisy.shape[-2]} pixels; ScoreDVI needs at least "
-                         f"{smallest}x{smallest} (noise-level estimate and U-Net)")
+def smallest_side(config: Config) -> int:
+    """The smallest image side (px) a fit at ``config`` accepts (the one size rule of stage 2): the noise-level
+    estimate's ``MIN_SIDE``, and more than the U-Net's ``2 ** --unet-depth`` (padded to a multiple of that, the
+    image must leave at least 2 values per channel at the bottleneck for its batch norm)."""
+    return max(2 ** config.nets.unet_depth + 1, MIN_SIDE)
+
+
+def size_problem(shape: Sequence[int], config: Config | None = None, *, what: str = "the image") -> str:
+    """Why an image of ``shape`` (..., H, W) is too small for ``config`` ("" when it is not); ``config`` None:
+    only the noise-level estimate's rule (``estimate-noise``)."""
+    height, width = int(shape[-2]), int(shape[-1])
+    smallest = MIN_SIDE if config is None else smallest_side(config)
+    if min(height, width) >= smallest:
+        return ""
+    needs = ("the noise-level estimate needs" if config is None
+             else f"the noise-level estimate and --unet-depth {config.nets.unet_depth} need")
+    return (f"{what} is {width}x{height} pixels, too small: {needs} at least {smallest}x{smallest}; "
+            "use a larger image" + ("" if config is None or smallest == MIN_SIDE else " or a smaller --unet-depth"))
+
+
+def check_size(noisy: Tensor, config: Config | None, *, what: str = "the image") -> None:
+    """Refuse an image (C, H, W) smaller than the noise estimator and the U-Net need (:func:`size_problem`)."""
+    problem = size_problem(noisy.shape, config, what=what)
+    if problem:
+        raise InputError(problem)
 
 
 def noise_level(image: Tensor, config: Config) -> NoiseLevel:
     """The noise level of ``image`` (C, H, W) in [0,1] and lambda, class and beta0 at ``config``'s noise classes."""
+    check_size(image, None)
     classes = config.method.noise
     return analyse_noise(image, low=classes.low, high=classes.high, gamma=classes.gamma)
 
@@ -144,14 +166,14 @@ def fit_images(noisy: Sequence[Tensor], priors: Sequence[BFDnCNN], config: Confi
         if name is not None and any(seeds[i] != seed for i in pending):
             attempt = f"{name}-seed{seeds[pending[0]]}" if len(pending) == 1 else f"{name}-retry"
         try:
-            posterior = _train_once(torch.stack([noisy[i] for i in pending]), priors, config,
+            posterior, step_path = _train_once(torch.stack([noisy[i] for i in pending]), priors, config,
                                     noises=[levels[i] for i in pending], beta0s=[beta0s[i] for i in pending],
                                     seeds=[seeds[i] for i in pending], name=attempt,
                                     clean=None if clean is None else torch.stack([clean[i] for i in pending]),
                                     callbacks=callbacks)
             finite, sigmas = posterior.finite.tolist(), posterior.mean_sigma.tolist()
         except FloatingPointError:
-            finite, sigmas, posterior = [False] * len(pending), [math.nan] * len(pending), None
+            finite, sigmas, posterior, step_path = [False] * len(pending), [math.nan] * len(pending), None, ""
         for j, i in enumerate(pending):
             if not finite[j]:
                 if nan_retried[i]:
@@ -167,7 +189,7 @@ def fit_images(noisy: Sequence[Tensor], priors: Sequence[BFDnCNN], config: Confi
                     noise=levels[i], beta0=beta0s[i], mean_sigma=sigmas[j], seconds=math.nan,
                     peak_memory_mb=math.nan, restarts=restarts[i] + int(nan_retried[i]), seed=seeds[i],
                     component_means=posterior.component_means[j].cpu(),
-                    component_weights=posterior.component_weights[j].cpu(), batch=count)
+                    component_weights=posterior.component_weights[j].cpu(), batch=count, step_path=step_path)
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else math.nan
     seconds = time.perf_counter() - start
     return [replace(result, seconds=seconds, peak_memory_mb=peak) for result in results]

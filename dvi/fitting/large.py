@@ -17,10 +17,9 @@ from torch import Tensor
 from common.bfdncnn import BFDnCNN
 from common.errors import InputError
 from dvi.config import Config
-from dvi.fitting.fit import FitResult, check_size, fit_images, noise_level
+from dvi.fitting.fit import FitResult, check_size, fit_images, noise_level, smallest_side
 from dvi.fitting.memory import available_memory_gb, fit_memory_bytes, images_that_fit, largest_tile
 from dvi.fitting.ranks import ranks_sharing_device
-from dvi.method.noise_level import MIN_SIDE
 from dvi.fitting.tiling import SMALLEST_TILE, denoise_tiled, plan_tiles
 
 USABLE = 0.9  # share of the free memory a fit may plan to use
@@ -41,13 +40,17 @@ def memory_budget(config: Config) -> float:
 
 
 def tile_side(image: Tensor, priors: Sequence[BFDnCNN], config: Config) -> int:
-    """The tile side for ``image`` (C, H, W): ``config.runtime.tile`` if given, else the largest that fits the memory."""
+    """The tile side for ``image`` (C, H, W): ``config.runtime.tile`` if given, else the largest that fits the memory
+    (measured by a probe fit, :mod:`dvi.fitting.memory`, only for an image that could exceed the smallest tile)."""
     tile, overlap = config.runtime.tile, config.runtime.tile_overlap
     if tile is not None:
-        if tile and tile < max(MIN_SIDE, 2 * overlap):
-            raise InputError(f"--tile {tile} is too small: use at least {max(MIN_SIDE, 2 * overlap)} "
-                             "px (the noise estimate and the overlap need it), or 0 for no tiling")
+        smallest = max(smallest_side(config), 2 * overlap)
+        if tile and tile < smallest:
+            raise InputError(f"--tile {tile} is too small: use at least {smallest} px (the noise-level estimate, "
+                             "--unet-depth and twice --tile-overlap need it), or 0 for no tiling")
         return tile or max(image.shape[-2:])
+    if config.runtime.max_memory is None and max(image.shape[-2:]) <= SMALLEST_TILE:  # no tile is smaller: no probe
+        return SMALLEST_TILE
     gb = memory_budget(config)
     try:
         return largest_tile(config, priors, channels=image.shape[0], memory_gb=gb)
@@ -82,8 +85,6 @@ def fit_tiled(noisy: Tensor, priors: Sequence[BFDnCNN], config: Config, *,
     """
     side, overlap = tile_side(noisy, priors, config), config.runtime.tile_overlap
     check_size(noisy, config)
-    if min(side, *noisy.shape[-2:]) < max(MIN_SIDE, 2 ** config.nets.unet_depth):
-        raise InputError(f"tiles of {side} px are too small for this configuration")
     level = noise_level(noisy.to(fit_device(config)), config)
     tiles = plan_tiles(noisy.shape[-2], noisy.shape[-1], tile=side, overlap=overlap)
     if len(tiles) == 1:
@@ -108,7 +109,8 @@ def fit_tiled(noisy: Tensor, priors: Sequence[BFDnCNN], config: Config, *,
                      mean_sigma=sum(r.mean_sigma for r in results) / len(results),
                      seconds=time.perf_counter() - start, peak_memory_mb=max(peaks, default=math.nan),
                      restarts=sum(r.restarts for r in results), seed=config.runtime.seed,
-                     component_means=torch.empty(0), component_weights=torch.empty(0), batch=batch)
+                     component_means=torch.empty(0), component_weights=torch.empty(0), batch=batch,
+                     step_path=results[-1].step_path)
 
 
 def fit_many(images: Sequence[Tensor], priors_for: Callable[[int], Sequence[BFDnCNN]], config: Config, *, names: Sequence[str], cleans: Sequence[Tensor | None] | None = None,

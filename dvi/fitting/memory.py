@@ -1,7 +1,7 @@
 """How much memory a fit needs, to choose tile sizes and batch sizes from a budget.
 
 The dominant term is the activations the four variational nets keep for backward; it is measured,
-not guessed: one training step at 64x64 px on the CPU with ``torch.autograd.graph.saved_tensors_hooks``
+not guessed: one training step at 64x64 px (larger for a deep U-Net: :func:`probe_side`) on the CPU with ``torch.autograd.graph.saved_tensors_hooks``
 counting the bytes of every tensor autograd saves, then scaled by the pixel count (the nets are
 convolutional). Added to it: the priors' transient activations (no autograd graph: about three
 feature maps of the widest prior per Monte-Carlo sample alive at once) and, per image, the nets'
@@ -25,7 +25,7 @@ from torch import Tensor
 
 from common.bfdncnn import BFDnCNN
 from dvi.config import Config
-from dvi.fitting.fit import build_module, fit_precision, variational_nets
+from dvi.fitting.fit import build_module, fit_precision, smallest_side, variational_nets
 from dvi.fitting.module import standalone
 from dvi.fitting.tiling import tile_for_memory
 
@@ -35,7 +35,8 @@ SAFETY = 1.25  # allocator fragmentation and workspace on top of what is counted
 
 @lru_cache(maxsize=16)
 def _saved_bytes_per_pixel(config: Config, channels: int) -> float:
-    y = torch.rand(1, channels, PROBE_SIDE, PROBE_SIDE)
+    side = probe_side(config)
+    y = torch.rand(1, channels, side, side)
     module = standalone(build_module(config, [BFDnCNN(channels=channels, depth=3, features=8).eval()], y,
                                      seeds=[0]), device="cpu")
     counted: list[int] = []
@@ -46,7 +47,14 @@ def _saved_bytes_per_pixel(config: Config, channels: int) -> float:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         module.training_step(0, 0)
-    return sum(counted) / PROBE_SIDE**2
+    return sum(counted) / side**2
+
+
+def probe_side(config: Config) -> int:
+    """Side (px) of the probe image: ``PROBE_SIDE``, or the smallest image ``config`` accepts (a deep U-Net needs
+    ``2 ** --unet-depth``), rounded up to a multiple of the U-Net's downsampling."""
+    multiple = 2 ** config.nets.unet_depth
+    return -(-max(PROBE_SIDE, smallest_side(config)) // multiple) * multiple
 
 
 def net_value_bytes(config: Config) -> int:

@@ -14,8 +14,11 @@ the finiteness check and the logging stay outside it. On a CPU the graph-ready s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import copy
 import dataclasses
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -36,6 +39,7 @@ from dvi.method.variational import Maps, StackedNets, seeded_nets
 NOISE_STREAM = 1_000_003  # offset of the Monte-Carlo noise seed from the initialisation seed
 CHECK_EVERY = 50  # every this many steps a fit stops if no image's loss is finite any more
 GRAPH_WARMUP = 3  # eager steps (on a side stream) before the step is recorded as a CUDA graph
+GRAPH_TOLERANCE = 0.5  # relative change of a loss from the last warm-up to the first replay that means a bad graph
 
 
 class FitSteps(Dataset):
@@ -92,6 +96,11 @@ class Step(NamedTuple):
     maps: Maps
 
 
+def graphs_supported(device: torch.device) -> bool:
+    """Whether the graph-ready step is recorded as a CUDA graph on ``device`` (else it runs eagerly)."""
+    return device.type == "cuda" and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
+
+
 def wants_graph_step(config: Config, *, device: torch.device, precision: str | int | None = None) -> bool:
     """Whether a fit runs the graph-ready step (:meth:`ScoreDVI.graph_step`, recorded as a CUDA graph on a GPU):
     ``config.runtime.cuda_graphs``, where auto (None) is on for a CUDA device; never under 16-mixed precision,
@@ -124,36 +133,93 @@ class CapturedStep:
     CUDA graph (``torch.cuda.CUDAGraph``, with each of ``generators`` registered so that every replay draws fresh
     random numbers) and from then on replays it; the returned tensors are the graph's static outputs, overwritten
     by the next replay. ``zero_grad`` clears the gradients before each eager call and once before the capture
-    (the captured backward then writes the same gradient tensors at every replay). Not measured on a GPU yet."""
+    (the captured backward then writes the same gradient tensors at every replay).
+
+    Fallback: if the capture or the first replay raises, or the first replay's losses are not finite where the last
+    warm-up's were or differ from them by more than ``GRAPH_TOLERANCE`` (relative), the state is put back as it was
+    before the capture (``snapshot()`` / ``restore(saved)``: weights and optimiser) and this and every later call of
+    the fit runs the eager step, with one warning. :attr:`path` says which ran: ``cuda-graph`` or ``eager-fallback``.
+    """
 
     def __init__(self, step: Callable[[], Step], *, generators: Sequence[torch.Generator],
-                 zero_grad: Callable[[], None], warmup: int = GRAPH_WARMUP) -> None:
+                 zero_grad: Callable[[], None], snapshot: Callable[[], object] = lambda: None,
+                 restore: Callable[[object], None] = lambda saved: None, warmup: int = GRAPH_WARMUP) -> None:
         self.step, self.generators, self.zero_grad, self.warmup = step, list(generators), zero_grad, warmup
+        self.snapshot, self.restore = snapshot, restore
         self.calls = 0
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: Step | None = None
+        self.last_warmup: Tensor | None = None
+        self.path = "cuda-graph"
+
+    def eager(self) -> Step:
+        self.zero_grad()
+        return self.step()
 
     def __call__(self) -> Step:
         self.calls += 1
+        if self.path == "eager-fallback":
+            return self.eager()
         if self.graph is None and self.calls <= self.warmup:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.zero_grad()
-                out = self.step()
-            torch.cuda.current_stream().wait_stream(side)
+            with _side_stream():
+                out = self.eager()
+            self.last_warmup = out.terms.total.detach().clone()
             return out
-        if self.graph is None:
+        if self.graph is not None:
+            self.graph.replay()
+            assert self.static is not None
+            return self.static
+        saved = self.snapshot()
+        try:
             graph = torch.cuda.CUDAGraph()
             for generator in self.generators:
                 graph.register_generator_state(generator)
             self.zero_grad()
             with torch.cuda.graph(graph):
                 self.static = self.step()
-            self.graph = graph  # capture records the kernels; the replay below runs this step
-        self.graph.replay()
-        assert self.static is not None
-        return self.static
+            graph.replay()  # capture records the kernels; this replay runs this step
+            problem = replay_problem(self.static.terms.total, self.last_warmup)
+        except Exception as err:  # noqa: BLE001 - any failure of capture or replay falls back to the eager step
+            problem = f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"
+        if not problem:
+            self.graph = graph
+            return self.static
+        self.path, self.graph, self.static = "eager-fallback", None, None
+        self.restore(saved)
+        warnings.warn(f"CUDA graph step failed ({problem}); this fit continues with the eager step "
+                      "(--cuda-graphs false skips the graph)", RuntimeWarning, stacklevel=2)
+        return self.eager()
+
+
+def replay_problem(replayed: Tensor, warmup: Tensor | None) -> str:
+    """Why the first replayed losses (B,) are not to be trusted against the last warm-up step's ("" if they are):
+    not finite where the warm-up's were, or more than ``GRAPH_TOLERANCE`` (relative) away from them."""
+    if warmup is None:
+        return ""
+    replayed, warmup = replayed.detach().double(), warmup.detach().double()
+    finite = torch.isfinite(warmup)
+    if not bool(torch.isfinite(replayed[finite]).all()):
+        return "the first replay's loss is not finite"
+    change = ((replayed - warmup).abs() / warmup.abs().clamp_min(1e-12))[finite]
+    if change.numel() and float(change.max()) > GRAPH_TOLERANCE:
+        return f"the first replay's loss is {float(change.max()):.0%} away from the eager warm-up's"
+    return ""
+
+
+def _side_stream() -> contextlib.AbstractContextManager[object]:
+    """A side stream for the eager warm-up on a GPU (as CUDA graph capture wants); nothing on a CPU."""
+    if not torch.cuda.is_available():
+        return contextlib.nullcontext()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+
+    @contextlib.contextmanager
+    def on_side() -> Iterator[None]:
+        with torch.cuda.stream(side):
+            yield
+        torch.cuda.current_stream().wait_stream(side)
+
+    return on_side()
 
 
 class ScoreDVI(L.LightningModule):
@@ -281,8 +347,19 @@ class ScoreDVI(L.LightningModule):
             def clear() -> None:
                 adam.zero_grad(set_to_none=True)
 
-            if self.noisy.device.type == "cuda" and hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
-                self._step = CapturedStep(self.graph_step, generators=self.generators, zero_grad=clear)
+            if graphs_supported(self.noisy.device):
+                nets = self.nets
+
+                def snapshot() -> object:
+                    return copy.deepcopy(nets.state_dict()), copy.deepcopy(adam.state_dict())
+
+                def restore(saved: object) -> None:
+                    weights, state = saved  # type: ignore[misc]
+                    nets.load_state_dict(weights)
+                    adam.load_state_dict(state)
+
+                self._step = CapturedStep(self.graph_step, generators=self.generators, zero_grad=clear,
+                                          snapshot=snapshot, restore=restore)
             else:
                 def eager() -> Step:
                     clear()
@@ -290,6 +367,14 @@ class ScoreDVI(L.LightningModule):
 
                 self._step = eager
         return self._step()
+
+    @property
+    def step_path(self) -> str:
+        """Which step ran: ``eager`` (Lightning's automatic optimisation), ``graph-ready`` (the graph step run
+        eagerly, on a CPU), ``cuda-graph`` (recorded and replayed) or ``eager-fallback`` (the graph failed)."""
+        if self.automatic_optimization:
+            return "eager"
+        return self._step.path if isinstance(self._step, CapturedStep) else "graph-ready"
 
     def _priors_in_autocast_dtype(self) -> None:
         """Under autocast, store the frozen priors in its dtype (once): autocast would otherwise cast every

@@ -80,3 +80,26 @@ def test_graph_ready_step_runs_without_a_trainer(tiny_priors):
     assert not out["loss"].requires_grad and torch.isfinite(out["totals"]).all()
     assert any(not torch.equal(a, b) for a, b in zip(before, module.nets.parameters()))
     assert isinstance(module, ScoreDVI)
+
+
+def test_a_failing_capture_falls_back_to_the_eager_step_with_one_warning(tiny_priors, monkeypatch):
+    """The CUDA-graph path on the CPU: the capture is made to fail; the fit goes on eagerly, warns once and
+    records ``eager-fallback`` as its step path (the results row's ``step_path``)."""
+    import dvi.fitting.module
+
+    class Broken:
+        def __init__(self) -> None:
+            raise RuntimeError("capture failed\non purpose")
+
+    monkeypatch.setattr(dvi.fitting.module, "graphs_supported", lambda device: True)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Broken)
+    prior, _ = load_prior(tiny_priors[3], channels=3)
+    image = noisy_pair(seed=3)[1]
+    settings = SMALL.replace(steps=6, cuda_graphs=True)
+    with pytest.warns(RuntimeWarning, match="CUDA graph step failed.*eager step") as caught:
+        [fallback] = fit_images([image], [prior], settings, name="fallback")
+    assert len([w for w in caught if issubclass(w.category, RuntimeWarning) and "CUDA graph" in str(w.message)]) == 1
+    assert "\n" not in str(caught[0].message)
+    assert fallback.step_path == "eager-fallback" and torch.isfinite(fallback.denoised).all()
+    [eager] = fit_images([image], [prior], settings.replace(cuda_graphs=False), name="eager")
+    assert eager.step_path == "eager"
