@@ -26,8 +26,8 @@ from common.errors import InputError
 from common.images import MAX_PIXELS, read_image
 from common.metrics import score
 from common.prior_files import PriorFormat, prior_loader
-from dvi.config import Config, load_preset
-from dvi.fitting.fit import FitResult, noise_level
+from dvi.config import PRESETS, Config, load_preset
+from dvi.fitting.fit import FitResult, check_size, noise_level
 from dvi.fitting.large import fit_many
 from dvi.method.noise_level import NoiseLevel
 
@@ -35,8 +35,32 @@ ImageLike = np.ndarray | Tensor | str | Path
 
 
 def make_config(*, preset: str = "reference", config: Config | None = None, **overrides: Any) -> Config:
-    """``config`` (default: the shipped ``preset``) with ``overrides`` by flat name (None values ignored)."""
+    """``config`` (default: the shipped ``preset``) with ``overrides`` by flat name (None values ignored).
+
+    A ``config`` that is not a :class:`Config`, a ``preset`` that is not a name, or an unknown option name is
+    an :class:`InputError` naming it (not a TypeError from deep inside)."""
+    if config is not None and not isinstance(config, Config):
+        hint = f" (for the shipped preset use preset={config!r})" if config in PRESETS else ""
+        raise InputError(f"config must be a dvi.config.Config, not {type(config).__name__}{hint}")
+    if not isinstance(preset, str):
+        raise InputError(f"preset must be one of {', '.join(PRESETS)}, not {type(preset).__name__}")
     return (config if config is not None else load_preset(preset)).replace(**overrides)
+
+
+def prior_list(priors: str | Path | Sequence[str | Path] | None) -> list[Path] | None:
+    """``priors=`` as a list of paths: one path (a string or a Path) is one prior file, not its characters."""
+    if priors is None:
+        return None
+    if isinstance(priors, (str, Path)):
+        return [Path(priors)]
+    try:
+        items = list(priors)
+    except TypeError:
+        raise InputError(f"priors must be a list of prior files, not {type(priors).__name__}") from None
+    wrong = [item for item in items if not isinstance(item, (str, Path))]
+    if wrong or not items:
+        raise InputError(f"priors must be a non-empty list of prior file paths, not {priors!r}")
+    return [Path(item) for item in items]
 
 
 @dataclass(frozen=True)
@@ -45,11 +69,15 @@ class Layout:
 
     kind: str
     axes: str
+    dtype: str = "float32"  # the caller's float type (numpy's name: float16, float32, float64, bfloat16)
 
     def to_caller(self, chw: Tensor) -> np.ndarray | Tensor:
-        """A (C, H, W) CPU tensor in the caller's layout and type (float32 numpy, or a tensor)."""
+        """A (C, H, W) CPU tensor in the caller's layout, container and float type (fits run in float32; the
+        result is cast back, so float64 in gives float64 out)."""
         out = chw[0] if self.axes == "HW" else chw.permute(1, 2, 0) if self.axes == "HWC" else chw
-        return out.numpy().astype(np.float32) if self.kind == "numpy" else out
+        if self.kind == "numpy":
+            return out.numpy().astype(self.dtype)
+        return out.to(getattr(torch, self.dtype))
 
 
 def pixel_limit(config: Config) -> int | None:
@@ -58,11 +86,11 @@ def pixel_limit(config: Config) -> int | None:
     return MAX_PIXELS if limit is None else limit or None
 
 
-def as_chw(image: ImageLike, *, max_pixels: int | None = MAX_PIXELS) -> tuple[Tensor, Layout]:
+def as_chw(image: ImageLike, *, max_pixels: int | None = MAX_PIXELS, what: str = "image") -> tuple[Tensor, Layout]:
     """``image`` as a float (C, H, W) CPU tensor in [0, 1] and the layout to give results back in.
 
     A path is read with :func:`common.images.read_image` (at most ``max_pixels``; results come back as
-    numpy (H, W, C), or (H, W) for gray). A 3-D array is (C, H, W) when its first axis has 1 or 3 entries and its last does not,
+    numpy (H, W, C), or (H, W) for gray). ``what`` names the argument in error messages. A 3-D array is (C, H, W) when its first axis has 1 or 3 entries and its last does not,
     else (H, W, C) when its last has 1 or 3; a 2-D array is one gray channel."""
     if isinstance(image, (str, Path)):
         pixels = read_image(Path(image), max_pixels=max_pixels).pixels
@@ -70,13 +98,15 @@ def as_chw(image: ImageLike, *, max_pixels: int | None = MAX_PIXELS) -> tuple[Te
     kind = "torch" if isinstance(image, Tensor) else "numpy"
     if kind == "numpy":
         if not isinstance(image, np.ndarray):
-            raise InputError(f"image must be a numpy array, a torch tensor or a path, not {type(image).__name__}")
+            raise InputError(f"{what} must be a numpy array, a torch tensor or a path, not {type(image).__name__}")
         if not np.issubdtype(image.dtype, np.floating):
-            raise InputError(f"image must hold floats in [0, 1], not {image.dtype} (divide by 255 or 65535 first)")
+            raise InputError(f"{what} must hold floats in [0, 1], not {image.dtype} (divide by 255 or 65535 first)")
+        dtype = str(image.dtype)
         tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     else:
         if not image.is_floating_point():
-            raise InputError(f"image must hold floats in [0, 1], not {image.dtype}")
+            raise InputError(f"{what} must hold floats in [0, 1], not {image.dtype}")
+        dtype = str(image.dtype).removeprefix("torch.")
         tensor = image.detach().to("cpu", torch.float32)
     if tensor.ndim == 2:
         axes, chw = "HW", tensor[None]
@@ -85,12 +115,12 @@ def as_chw(image: ImageLike, *, max_pixels: int | None = MAX_PIXELS) -> tuple[Te
     elif tensor.ndim == 3 and tensor.shape[-1] in (1, 3):
         axes, chw = "HWC", tensor.permute(2, 0, 1)
     else:
-        raise InputError(f"image must be (C, H, W), (H, W, C) or (H, W) with 1 or 3 channels, not {tuple(tensor.shape)}")
+        raise InputError(f"{what} must be (C, H, W), (H, W, C) or (H, W) with 1 or 3 channels, not {tuple(tensor.shape)}")
     if not torch.isfinite(chw).all():
-        raise InputError("image contains NaN or infinite values")
+        raise InputError(f"{what} contains NaN or infinite values")
     if chw.min() < 0 or chw.max() > 1:
-        raise InputError(f"image values must lie in [0, 1], not [{float(chw.min()):g}, {float(chw.max()):g}]")
-    return chw.contiguous(), Layout(kind, axes)
+        raise InputError(f"{what} values must lie in [0, 1], not [{float(chw.min()):g}, {float(chw.max()):g}]")
+    return chw.contiguous(), Layout(kind, axes, dtype)
 
 
 @dataclass(frozen=True)
@@ -131,7 +161,9 @@ def denoise_images(images: Sequence[Tensor], config: Config, *, priors: Sequence
 
     Same-sized images are fitted ``config.runtime.batch`` at a time, large ones in tiles
     (:func:`dvi.fitting.large.fit_many`); every prior file is checked before the first fit."""
-    load = priors_loader(priors, prior_format=prior_format)
+    load = priors_loader(prior_list(priors), prior_format=prior_format)
+    for image in images:
+        check_size(image, config)  # every image before the first fit (not after the first is published)
     for channels in sorted({image.shape[0] for image in images}):
         load(channels)  # a bad prior file fails before the first fit
     names = list(names) if names is not None else [None] * len(images)
@@ -167,8 +199,8 @@ def evaluate(noisy: ImageLike, clean: ImageLike, **options: Any) -> Evaluation:
     """Denoise ``noisy`` (see :func:`denoise`, same ``options``) and score it against ``clean``."""
     limit = pixel_limit(make_config(preset=options.get("preset", "reference"), config=options.get("config"),
                                     max_pixels=options.get("max_pixels")))
-    reference, _ = as_chw(clean, max_pixels=limit)
-    pixels, _ = as_chw(noisy, max_pixels=limit)
+    reference, _ = as_chw(clean, max_pixels=limit, what="clean image")
+    pixels, _ = as_chw(noisy, max_pixels=limit, what="noisy image")
     if reference.shape != pixels.shape:
         raise InputError(f"noisy image is {tuple(pixels.shape)} (C, H, W) but clean is {tuple(reference.shape)}")
     result = denoise(noisy, **options)

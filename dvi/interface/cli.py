@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from jsonargparse import ArgumentParser, Namespace
 
 from common.errors import InputError, exit_on_input_error
 from dvi.config import Config
+from dvi.interface.inputs import announce_prior_reuse, check_images
 from dvi.interface.interrupts import Interrupted, report, signals_raise
 from dvi.interface.options import (HelpFormatter, add_fit_options, chosen_preset, command_parser, config_from,
                                    one_line_error)
@@ -123,28 +126,11 @@ def write_outputs(plan: Outputs, result: FitResult, *, bit_depth: int, protect: 
         print(f"note: {plan.denoised} was fitted in tiles; component maps are only written for untiled fits")
 
 
-def prior_paths(priors: list[Path] | None, channels: int) -> list[Path]:
-    """The prior files a ``channels``-channel image is fitted with: ``--priors`` or the shipped set."""
-    from common.prior_files import default_prior_paths
-
-    return list(priors) if priors else default_prior_paths(channels)
-
-
-def announce_prior_reuse(priors: list[Path] | None, channels: Iterable[int], config: Config) -> None:
-    """One note line when the K components share fewer prior files (component k uses prior k mod count;
-    :class:`dvi.fitting.module.ScoreDVI`), for ``--priors`` and for the shipped set of each channel count."""
-    components = config.method.components
-    for count in sorted({len(prior_paths(priors, c)) for c in set(channels)}):
-        if count < components:
-            shared = f"{count} priors" if count > 1 else "1 prior"
-            print(f"note: {components} components share {shared} (component k uses prior k mod {count})")
-
-
 def denoise(args: Namespace) -> None:
+    """Every image read and checked (:func:`dvi.interface.inputs.check_images`) and every output path probed
+    before the first fit, so one bad image of several leaves nothing written."""
     from common.images import read_image
-    from dvi.api import denoise_images
-
-    from dvi.api import pixel_limit
+    from dvi.api import denoise_images, pixel_limit
 
     config = config_from(args)
     plans = plan_outputs(args, config)
@@ -154,6 +140,8 @@ def denoise(args: Namespace) -> None:
     if clean is not None and clean.shape != images[0].pixels.shape:
         raise InputError(f"--image is {tuple(images[0].pixels.shape)} (C, H, W) but --clean is "
                          f"{tuple(clean.shape)}; give the matching reference")
+    check_images([(path, image.pixels) for path, image in zip(args.image, images)], config, priors=args.priors,
+                 prior_format=args.prior_format)
     protect = list(args.image) + ([args.clean] if args.clean is not None else [])
     announce_prior_reuse(args.priors, [image.pixels.shape[0] for image in images], config)
     fits = denoise_images([image.pixels for image in images], config, priors=args.priors,
@@ -185,9 +173,14 @@ def report_written(plan: Outputs, result: FitResult, clean: Tensor | None) -> No
 
 
 def estimate_noise(args: Namespace) -> None:
+    from common.images import read_image
     from dvi.api import estimate_noise as estimate
+    from dvi.api import pixel_limit
 
-    level = estimate(args.image, config=config_from(args))
+    config = config_from(args)
+    pixels = read_image(args.image, max_pixels=pixel_limit(config)).pixels
+    check_images([(args.image, pixels)], None)  # the noise-level estimate's size rule, naming the file
+    level = estimate(pixels, config=config)
     print(f"delta {level.delta:.2f} (0-255 scale), noise class {level.noise_class.name.lower()}, "
           f"lambda {level.weight:g}, beta0 {level.beta0:g}")
 
@@ -225,13 +218,36 @@ def build_parser(*, preset: str = "reference") -> ArgumentParser:
 
 
 def parse(argv: list[str]) -> tuple[str, Namespace]:
-    """The command and its options; a bad option is one :class:`InputError` line naming it."""
-    parser = build_parser(preset=chosen_preset(argv))
-    try:
-        args = parser.parse_args(argv)
-    except Exception as err:  # jsonargparse raises ArgumentError (and TypeError for some bad config files)
-        raise one_line_error(str(err), COMMANDS) from None
-    return args.command, args[args.command]
+    """The command and its options; a bad option is one :class:`InputError` line naming it.
+
+    The preset is resolved from wherever it was given (``--preset`` or a ``--config`` file): the options are
+    parsed with the defaults of the preset the command line names, and when the parsed ``preset`` (a config
+    file's, say) differs, parsed again with that preset's defaults, so options not given take its values."""
+    preset = chosen_preset(argv)
+    for _ in range(2):
+        parser = build_parser(preset=preset)
+        try:
+            args = parser.parse_args(argv)
+        except Exception as err:  # jsonargparse raises ArgumentError (and TypeError for some bad config files)
+            raise one_line_error(str(err), COMMANDS) from None
+        command, values = args.command, args[args.command]
+        if values.preset == preset:
+            break
+        preset = values.preset
+    return command, values
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Warnings of a command (a dropped alpha channel, a CUDA-graph fallback) as one ``warning: ...`` line on
+    stderr each, not Python's two lines of file, line number and source."""
+    with warnings.catch_warnings():
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,  # noqa: ARG001
+                 file: TextIO | None = None, line: str | None = None) -> None:  # noqa: ARG001
+            print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+        warnings.showwarning = show
+        yield
 
 
 @exit_on_input_error
@@ -245,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
 
         check_accelerator(config.runtime.device)
     try:
-        with signals_raise():
+        with signals_raise(), one_line_warnings():
             {"denoise": denoise, "evaluate": evaluate, "estimate-noise": estimate_noise}[command](args)
     except Interrupted as err:  # SIGTERM / SIGINT: one line, status 128 + signal (143 / 130)
         report(err)

@@ -47,10 +47,11 @@ if TYPE_CHECKING:
 
 RECORDED = ["config_id", "preset", "components", "mc_samples", "crop", "seed", "priors", "channels"]
 COLUMNS = ["name", "method", "psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "lambda", "beta0", "restarts", "seconds",
-           "peak_gpu_mb", "peak_rss_mb", "steps", "height", "width", "batch", *RECORDED]
+           "peak_gpu_mb", "peak_rss_mb", "steps", "height", "width", "batch", *RECORDED, "step_path"]
 # seconds: per image; a batch of B images fitted together shares its wall time B ways. One row per image and
 # method (dvi.baselines.METHODS); lambda, beta0, restarts, steps, batch and the fit's configuration columns are
-# ScoreDVI's and empty in a baseline's row
+# ScoreDVI's and empty in a baseline's row; step_path: which optimisation step ran (eager, graph-ready, cuda-graph,
+# or eager-fallback when the CUDA graph failed: dvi.fitting.module.CapturedStep)
 NUMERIC = ["psnr", "ssim", "psnr_8bit", "noisy_psnr", "delta", "seconds", "height", "width"]
 KEY = ("name", "method")
 # runtime settings that do not change the results (where and how fast a fit runs, what it logs); every other
@@ -121,7 +122,8 @@ def find_pairs(noisy_dir: Path, clean_dir: Path) -> list[Pair]:
 def read_pair_list(path: Path) -> list[Pair]:
     """A list file: one ``NOISY CLEAN`` pair of paths per line (relative to the file); # comments."""
     if not path.is_file():
-        raise InputError(f"pair list {path} does not exist")
+        state = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise InputError(f"pair list {path} {state}; pass a text file of 'NOISY CLEAN' lines to --list")
     pairs = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         fields = line.split("#", 1)[0].split()
@@ -159,7 +161,7 @@ class Recorder:
                     "channels": str(channels)}
         if channels not in self._cache:
             from common.prior_files import sha256_of
-            from dvi.interface.cli import prior_paths
+            from dvi.interface.inputs import prior_paths
 
             hashes = [sha256_of(path) for path in prior_paths(self.priors, channels)]
             method = self.config.method
@@ -271,7 +273,11 @@ def chosen_pairs(args: Namespace) -> list[Pair]:
         if value is not None and value < 1:
             raise InputError(f"{flag} must be a whole number of at least 1, not {value}")
     if args.list is not None:
+        if args.noisy is not None or args.clean is not None:
+            raise InputError("--list replaces --noisy and --clean; give either --list FILE or --noisy DIR --clean DIR")
         pairs = read_pair_list(args.list)
+        if not pairs:
+            raise InputError(f"pair list {args.list} lists no pairs; write one 'NOISY CLEAN' pair of paths a line")
     elif args.noisy is not None and args.clean is not None:
         pairs = find_pairs(args.noisy, args.clean)
     else:
@@ -279,30 +285,56 @@ def chosen_pairs(args: Namespace) -> list[Pair]:
     return unique_names(pairs[: args.limit] if args.limit is not None else pairs)
 
 
+def read_pairs(pairs: Sequence[Pair], *, crop: int | None, config: Config, fitted: bool,
+               priors: Sequence[Path] | None, prior_format: str, console: Console) -> dict[str, tuple[Tensor, Tensor]]:
+    """Every pair read, cropped and checked before anything is created (missing or bad files, sizes that differ,
+    a ``--crop`` larger than an image, an image too small, priors that do not fit: :mod:`dvi.interface.inputs`);
+    ``fitted``: ScoreDVI will fit them (else only the noise-level estimate's size rule applies)."""
+    from common.images import read_image
+    from dvi.api import pixel_limit
+    from dvi.interface.inputs import check_images
+
+    limit, read = pixel_limit(config), {}
+    for pair in pairs:
+        with reported_warnings(console):
+            noisy, clean = (read_image(path, max_pixels=limit).pixels for path in (pair.noisy, pair.clean))
+        if noisy.shape != clean.shape:
+            raise InputError(f"{pair.noisy} is {tuple(noisy.shape)} but {pair.clean} is {tuple(clean.shape)} "
+                             "(C, H, W); pair each noisy image with its own reference")
+        if crop is not None and crop > min(noisy.shape[-2:]):
+            raise InputError(f"--crop {crop} is larger than {pair.noisy} ({noisy.shape[-1]}x{noisy.shape[-2]} "
+                             f"pixels); use --crop {min(noisy.shape[-2:])} or less")
+        read[pair.name] = crop_if(noisy, crop), crop_if(clean, crop)
+    check_images([(pair.noisy, read[pair.name][0]) for pair in pairs], config if fitted else None, priors=priors,
+                 prior_format=prior_format)
+    return read
+
+
 def evaluate(args: Namespace) -> None:
     from rich.console import Console
 
-    from common.images import read_image, write_image
+    from common.images import write_image
     from common.metrics import score
     from common.publish import check_writable
     from common.results_table import ResultsTable
-    from dvi.api import denoise_images, pixel_limit
+    from dvi.api import denoise_images
     from dvi.baselines import check_methods
     from dvi.fitting.ranks import Launch, join
-    from dvi.interface.cli import announce_prior_reuse
+    from dvi.interface.inputs import announce_prior_reuse
 
     methods = check_methods(args.methods)
     pairs = chosen_pairs(args)
     out: Path = args.output
     config = config_from(args)
+    console = Console()
+    images = read_pairs(pairs, crop=args.crop, config=config, fitted="scoredvi" in methods, priors=args.priors,
+                        prior_format=args.prior_format, console=console)
     inputs = [path for pair in pairs for path in (pair.noisy, pair.clean)]
     table = ResultsTable(out / "results.csv", COLUMNS, key=KEY, numeric=NUMERIC)
     figures = [out / f"{pair.name}_figure.png" for pair in pairs] + [out / "psnr_by_image.png"] if args.figures else []
     denoised_paths = [out / f"{pair.name}_denoised.png" for pair in pairs] if "scoredvi" in methods else []
     check_writable([table.path, *denoised_paths, *figures], protect=inputs)
     recorder = Recorder(config, preset=args.preset, crop=args.crop, priors=args.priors, prior_format=args.prior_format)
-    console = Console()
-    limit = pixel_limit(config)
     with held(table, console, alone=Launch.from_environment().world == 1):
         with reported_warnings(console):
             rows = table.rows()
@@ -316,6 +348,10 @@ def evaluate(args: Namespace) -> None:
             table.drop(stale)
             console.print(f"{len(stale)} rows of another configuration removed from {table.path}; computing "
                           "them again", markup=False, highlight=False)
+            listed = {pair.name for pair in pairs}
+            for name in {name for name, _ in stale} - listed:  # not computed again: its files would be orphans
+                for leftover in (out / f"{name}_denoised.png", out / f"{name}_figure.png"):
+                    leftover.unlink(missing_ok=True)
         finished = {table.key_of(row) for row in rows} - set(stale)
         for pair in pairs:
             done = [method for method in methods if (pair.name, method) in finished]
@@ -328,15 +364,8 @@ def evaluate(args: Namespace) -> None:
         total, todo = len(todo), group.launch.share(group.agree(todo))
         if group.launch.world > 1:
             console.print(group.launch.describe(len(todo), total))
-        noisy, clean, channels = [], [], []
-        for pair in todo:
-            with reported_warnings(console):
-                noisy.append(crop_if(read_image(pair.noisy, max_pixels=limit).pixels, args.crop))
-                clean.append(crop_if(read_image(pair.clean, max_pixels=limit).pixels, args.crop))
-            if noisy[-1].shape != clean[-1].shape:
-                raise InputError(f"{pair.noisy} is {tuple(noisy[-1].shape)} but {pair.clean} is "
-                                 f"{tuple(clean[-1].shape)}")
-            channels.append(noisy[-1].shape[0])
+        noisy, clean = [images[pair.name][0] for pair in todo], [images[pair.name][1] for pair in todo]
+        channels = [image.shape[0] for image in noisy]
         fit = [index for index, pair in enumerate(todo) if "scoredvi" in methods
                and (pair.name, "scoredvi") not in finished]
         for count in sorted({channels[index] for index in fit}):
@@ -357,7 +386,7 @@ def evaluate(args: Namespace) -> None:
             if fitted is not None:
                 row.update({"lambda": fitted.noise.weight, "beta0": fitted.beta0, "restarts": fitted.restarts,
                             "peak_gpu_mb": f"{fitted.peak_memory_mb:.0f}", "steps": config.method.steps,
-                            "batch": fitted.batch})
+                            "batch": fitted.batch, "step_path": fitted.step_path})
             table.append(row)
             added += 1
             console.print(f"{pair.name} {method}: PSNR {scores.psnr:.2f} dB (noisy {before.psnr:.2f}), SSIM "
@@ -436,6 +465,15 @@ def write_figure(path: Path, name: str, noisy: Tensor, clean: Tensor, baselines:
     write_atomic(path, comparison_png(panels, suptitle=name), protect=protect)
 
 
+def whole_number(value: object) -> int:
+    """``--limit`` / ``--crop``: a whole number (the range is checked by :func:`chosen_pairs`)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    raise ValueError(f"must be a whole number, not {value!r}")
+
+
 def add_evaluate_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--noisy", type=Path, default=None, help="folder of noisy images")
     parser.add_argument("--clean", type=Path, default=None, help="folder of clean references (may be the same)")
@@ -448,9 +486,11 @@ def add_evaluate_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--resume-mismatch", dest="resume_mismatch", choices=MISMATCH, default="refuse",
                         help="rows of --output made with another configuration (settings, crop or priors): "
                              "refuse (exit 2, default) or recompute (remove them and compute them again)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
-    parser.add_argument("--crop", type=int, default=None, help="centre-crop every pair to N x N (for quick CPU runs)")
-    parser.add_argument("--method", dest="methods", nargs="+", default=list(DEFAULT_METHODS),
+    parser.add_argument("--limit", type=whole_number, default=None, help="only the first N pairs")
+    parser.add_argument("--crop", type=whole_number, default=None,
+                        help="centre-crop every pair to N x N (for quick CPU runs)")
+    # --methods, not --method: jsonargparse cannot hold an option "method" beside the fit options' "method.*" group
+    parser.add_argument("--methods", dest="methods", nargs="+", type=str, default=list(DEFAULT_METHODS),
                         help="methods scored side by side, one row per image and method: scoredvi, noisy (the "
                              "input), nlm (non-local means), wavelet (BayesShrink), bm3d (needs the optional "
                              "'baselines' extra; non-commercial licence); baselines get the estimated noise level "

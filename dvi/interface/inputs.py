@@ -1,0 +1,58 @@
+"""The inputs of a command, checked together before any fit: images (size, channels), their priors.
+
+``denoise``, ``evaluate`` and ``estimate-noise`` read every image first and hand them here, so one bad image
+of several is refused before the first fit writes anything, with the same wording from every command
+(the size rule itself is :func:`dvi.fitting.fit.size_problem`). The prior helpers shared by ``denoise`` and
+``evaluate`` (which files an image is fitted with, the note when components share them) live here too, so
+that neither command module imports the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from common.errors import InputError
+from dvi.config import Config
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+def prior_paths(priors: Sequence[Path] | None, channels: int) -> list[Path]:
+    """The prior files a ``channels``-channel image is fitted with: ``--priors`` or the shipped set."""
+    from common.prior_files import default_prior_paths
+
+    return list(priors) if priors else default_prior_paths(channels)
+
+
+def announce_prior_reuse(priors: Sequence[Path] | None, channels: Iterable[int], config: Config) -> None:
+    """One note line when the K components share fewer prior files (component k uses prior k mod count;
+    :class:`dvi.fitting.module.ScoreDVI`), for ``--priors`` and for the shipped set of each channel count."""
+    components = config.method.components
+    for count in sorted({len(prior_paths(priors, c)) for c in set(channels)}):
+        if count < components:
+            shared = f"{count} priors" if count > 1 else "1 prior"
+            print(f"note: {components} components share {shared} (component k uses prior k mod {count})")
+
+
+def check_images(images: Sequence[tuple[Path, Tensor]], config: Config | None, *,
+                 priors: Sequence[Path] | None = None, prior_format: str = "auto") -> None:
+    """Refuse, before any fit, an image (``(path, pixels (C, H, W))``) too small for ``config`` (None: only the
+    noise-level estimate's rule), and prior files that are missing, damaged or of the wrong channel count
+    for any of the images (each channel count's priors are loaded once here)."""
+    from dvi.api import priors_loader
+    from dvi.fitting.fit import check_size
+
+    for path, pixels in images:
+        check_size(pixels, config, what=str(path))
+    if config is None:
+        return
+    load = priors_loader(priors, prior_format=prior_format)
+    for channels in sorted({int(pixels.shape[0]) for _, pixels in images}):
+        try:
+            load(channels)
+        except InputError as err:
+            first = next(path for path, pixels in images if pixels.shape[0] == channels)
+            raise InputError(f"{err} (for {first}, {channels} channel{'s' * (channels != 1)})") from None
