@@ -16,6 +16,8 @@ this command's own); inputs are never written.
 
 from __future__ import annotations
 
+import argparse
+
 import hashlib
 import json
 import os
@@ -471,7 +473,7 @@ def whole_number(value: object) -> int:
         return value
     if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         return int(value)
-    raise ValueError(f"must be a whole number, not {value!r}")
+    raise argparse.ArgumentTypeError(f"must be a whole number, not {value!r}")  # (a ValueError: argparse's wording)
 
 
 def add_evaluate_arguments(parser: ArgumentParser) -> None:

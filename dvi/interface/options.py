@@ -57,7 +57,8 @@ def _parser_type(item: Option) -> Callable[[Any], Any]:
                 return kind(value) if kind is float or not isinstance(value, float) else _whole(value)
             except (TypeError, ValueError):
                 pass
-        raise argparse.ArgumentTypeError(f"must be {expected}, not {value!r}")
+        # the option named here too: a config file's bad value reaches the user without jsonargparse's key
+        raise argparse.ArgumentTypeError(f"{item.flag} (config key {item.path[-1]}) must be {expected}, not {value!r}")
 
     parse.__name__ = item.flag.removeprefix("--")
     return parse
@@ -124,6 +125,10 @@ def one_line_error(message: str, commands: Sequence[str]) -> InputError:
     found = re.match(r"argument (--?[\w.-]+)(?:/[\w.-]+)?: (.*)", text)
     if found:
         text = f"{found.group(1)} {found.group(2)}"
+    text = re.sub(r"^(--?[\w.-]+) (?:.*?: )?\1 \(config key [\w.-]+\) ", r"\1 ", text)  # named once on the command line
+    found = re.search(r"(--?[\w.-]+ \(config key [\w.-]+\) must be .*)", text)
+    if found:  # a config file's value: only the named message, not jsonargparse's wrapping
+        text = found.group(1)
     text = re.sub(r"required: ([\w.]+(?:, [\w.]+)*)",
                   lambda m: "required: " + ", ".join(_flag_of(d, flags) for d in m.group(1).split(", ")), text)
     return InputError(text)

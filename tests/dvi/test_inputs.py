@@ -110,3 +110,13 @@ def test_the_api_refuses_bad_arguments_as_input_errors(tmp_path):
         denoise(image, priors=str(tmp_path / "a.pt"), preset="fast", steps=1)
     with pytest.raises(InputError, match="priors must be"):
         prior_list(3)
+
+
+def test_a_bad_value_names_its_option_from_a_config_file_and_the_command_line(tmp_path, capsys):
+    (tmp_path / "f.yaml").write_text('steps: "many"\n')
+    line = one_error_line(main, ["denoise", "--image", "x.png", "--config", str(tmp_path / "f.yaml")], capsys)
+    assert line == "error: --steps (config key steps) must be a whole number, not 'many'", line
+    line = one_error_line(main, ["denoise", "--image", "x.png", "--steps", "many"], capsys)
+    assert line == "error: --steps must be a whole number, not 'many'", line
+    line = one_error_line(main, ["evaluate", "--list", "x.txt", "--limit", "1.5"], capsys)
+    assert line == "error: --limit must be a whole number, not '1.5'", line
