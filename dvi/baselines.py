@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 SCOREDVI = "scoredvi"
 BASELINES = ("noisy", "nlm", "wavelet", "bm3d")
-METHODS = (SCOREDVI, *BASELINES)  # the choices of ``evaluate --method``, in the order tables list them
-DEFAULT_METHODS = (SCOREDVI,)  # ``evaluate`` without ``--method``
+METHODS = (SCOREDVI, *BASELINES)  # the choices of ``evaluate --methods``, in the order tables list them
+DEFAULT_METHODS = (SCOREDVI,)  # ``evaluate`` without ``--methods``
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,11 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     InputError of one line."""
     unknown = [name for name in methods if name not in METHODS]
     if unknown:
-        raise InputError(f"--method {unknown[0]!r} is not one of {', '.join(METHODS)}")
+        raise InputError(f"--methods {unknown[0]!r} is not one of {', '.join(METHODS)}")
     if not methods:
-        raise InputError(f"--method needs at least one of {', '.join(METHODS)}")
+        raise InputError(f"--methods needs at least one of {', '.join(METHODS)}")
     if "bm3d" in methods and importlib.util.find_spec("bm3d") is None:
-        raise InputError("--method bm3d needs the bm3d package (non-commercial licence, not installed by "
+        raise InputError("--methods bm3d needs the bm3d package (non-commercial licence, not installed by "
                          "default): pip install -e '.[baselines]', or leave bm3d out")
     return tuple(name for name in METHODS if name in methods)
 

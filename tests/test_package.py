@@ -46,27 +46,51 @@ def test_package_data_patterns_cover_every_shipped_file():
         assert any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns), f"{path} is not package data"
 
 
-def imported_top_level_names(package: str) -> set[str]:
-    """Top-level module names of every import (lazy ones inside functions included) in a package's files."""
-    names: set[str] = set()
-    for path in (ROOT / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+def imported_top_level_names(package: str) -> dict[str, bool]:
+    """Top-level module names of every import in a package's files, each with whether some import of it runs
+    when its module is imported (False: only lazy imports, inside functions or ``if TYPE_CHECKING:``)."""
+    names: dict[str, bool] = {}
+
+    def visit(node: ast.AST, lazy: bool) -> None:
+        if isinstance(node, ast.Import | ast.ImportFrom):
             if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+                found = [alias.name.split(".")[0] for alias in node.names]
+            else:
+                found = [node.module.split(".")[0]] if node.level == 0 and node.module else []
+            for name in found:
+                names[name] = names.get(name, False) or not lazy
+        lazy = lazy or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) or (
+            isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test))
+        for child in ast.iter_child_nodes(node):
+            visit(child, lazy)
+
+    for path in (ROOT / package).rglob("*.py"):
+        visit(ast.parse(path.read_text(), filename=str(path)), False)
     return names
 
 
+def distribution_names(specs: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~ ;]", spec, maxsplit=1)[0].lower().replace("_", "-") for spec in specs}
+
+
 def test_every_third_party_import_is_a_declared_dependency():
-    declared = {re.split(r"[\[<>=!~ ;]", spec, maxsplit=1)[0].lower().replace("_", "-")
-                for spec in PYPROJECT["project"]["dependencies"]}
+    """Every import is a dependency, or an optional extra's (not ``test``) imported only lazily, so that the
+    packages import without it (the code using it reports a missing extra as a one-line InputError)."""
+    declared = distribution_names(PYPROJECT["project"]["dependencies"])
+    extras = PYPROJECT["project"].get("optional-dependencies", {})
+    optional = distribution_names([spec for extra, specs in extras.items() if extra != "test" for spec in specs])
     distributions = importlib.metadata.packages_distributions()
     own = set(INSTALLED_PACKAGES) | {"checkpoints"}
-    missing = {}
+    missing, eager = {}, {}
     for package in INSTALLED_PACKAGES:
-        for name in imported_top_level_names(package) - own - set(sys.stdlib_module_names) - {"__future__"}:
+        imported = imported_top_level_names(package)
+        for name in set(imported) - own - set(sys.stdlib_module_names) - {"__future__"}:
             dists = {d.lower().replace("_", "-") for d in distributions.get(name, [name])}
-            if not dists & declared:
+            if dists & declared:
+                continue
+            if not dists & optional:
                 missing[name] = sorted(dists)
+            elif imported[name]:
+                eager[name] = sorted(dists)
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+    assert not eager, f"optional extras imported at module level (import them inside the function): {eager}"

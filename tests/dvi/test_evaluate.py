@@ -34,13 +34,14 @@ def read_rows(table: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-def summary_rows(out: str) -> dict[str, list[str]]:
-    """The rich summary table's body rows, keyed by subset."""
+def summary_rows(out: str, method: str = "scoredvi") -> dict[str, list[str]]:
+    """The rich summary table's body rows of ``method``, keyed by subset, without the method cell
+    (subset, images, PSNR, SSIM, 8-bit PSNR, noisy PSNR, s/image)."""
     rows = {}
     for line in out.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
-        if len(cells) == 7 and cells[0] and cells[1].isdigit():
-            rows[cells[0]] = cells
+        if len(cells) == 8 and cells[0] and cells[1] == method and cells[2].isdigit():
+            rows[cells[0]] = [cells[0], *cells[2:]]
     return rows
 
 

@@ -79,7 +79,7 @@ def test_rows_of_another_configuration_are_refused_or_recomputed(tiny_priors, da
                            (["--steps", "2", "--seed", "1"], "seed 0 -> 1"),
                            (["--steps", "2", "--lr", "0.002"], "config_id")):
         line = one_error_line(main, argv_for(tiny_priors, *extra), capsys)
-        assert line.startswith("error: results.csv in out was made with another configuration (2 of 2 rows, e.g. a: ")
+        assert line.startswith("error: results.csv in out was made with another configuration (2 of 2 rows, e.g. a (scoredvi): ")
         assert changed in line and line.endswith("use another --output or --resume-mismatch recompute"), line
     assert len(fits) == 2 and table.read_bytes() == before
     # settings that only change how it runs: resumed
@@ -104,7 +104,7 @@ def test_a_table_without_recorded_configuration_is_not_taken_as_this_one(tiny_pr
         writer.writerow(old)
         writer.writerow(["a", 30, 0.9, 30, 20, 20, 1, 0.01, 0, 1, "nan", 100, 2, 64, 64, 1])
     line = one_error_line(main, argv_for(tiny_priors, "--steps", "2"), capsys)
-    assert "(1 of 1 rows, e.g. a: no configuration recorded)" in line and fits == []
+    assert "(1 of 1 rows, e.g. a (no method): no configuration recorded)" in line and fits == []
     main(argv_for(tiny_priors, "--steps", "2", "--resume-mismatch", "recompute"))
     assert len(fits) == 2 and [r["name"] for r in rows(Path("out/results.csv"))] == ["a", "b"]
     with open("out/results.csv", newline="") as handle:
