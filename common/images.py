@@ -1,23 +1,30 @@
 """Image I/O: images are float32 tensors in [0, 1], layout (C, H, W) with C = 1 (gray) or 3 (RGB).
 
-Reading: PNG (8/16-bit; gray, RGB, palette, gray+alpha, RGBA) and JPEG through torchvision.io,
-TIFF (uint8, uint16, float) through tifffile, BMP/WebP through Pillow. An alpha channel is
-dropped with a warning. Every bad input raises :class:`InputError` with a one-line message.
+Reading goes through libraries: TIFF (uint8, uint16, float) through tifffile; PNG, JPEG, BMP and WebP
+through Pillow, which also finds truncated and corrupt files (chunk checksums, the zlib stream, scanline
+filters, a JPEG without its end), reads the EXIF orientation and gives the size from the header. Pillow
+keeps only 8 bits of a 16-bit colour PNG, so that one kind is decoded again, after Pillow has checked it,
+by OpenCV (libpng; ``IMREAD_UNCHANGED`` keeps 16 bits). An alpha channel is dropped with a warning.
+Every bad input raises :class:`InputError` with a one-line message.
 
-Before any pixel data is decoded, the width x height in the file's header is checked against
-``max_pixels`` (default :data:`MAX_PIXELS`, 200 megapixels): a small file can claim a huge image
-(a 249 kB PNG decodes to 256 megapixels, about 1 GB as uint8 and 3 GB as float32 RGB).
+Before any pixel data is decoded, the width x height in the file's header (Pillow's ``open`` and
+tifffile's page directory read only the header) is checked against ``max_pixels`` (default
+:data:`MAX_PIXELS`, 200 megapixels): a small file can claim a huge image (a 249 kB PNG decodes to
+256 megapixels, about 1 GB as uint8 and 3 GB as float32 RGB).
 
-The EXIF orientation tag (JPEG APP1, PNG ``eXIf``, TIFF tag 274, WebP EXIF) is applied on read,
-so pixels come out as an image viewer shows them; written files carry no orientation tag.
+The EXIF orientation tag (JPEG APP1, PNG ``eXIf``, WebP EXIF as Pillow reads them; TIFF tag 274) is
+applied on read, so pixels come out as an image viewer shows them; written files carry no orientation.
 
-PNG files are checked in Python (chunk CRCs, complete zlib stream, scanline filter bytes) before
-torchvision sees them: its ``decode_png`` crashes the interpreter (segfault) on corrupt pixel
-data, and reads a colour palette PNG as gray in ``UNCHANGED`` mode, so palettes are decoded as RGB.
-
-Writing is atomic (temporary file in the target folder, then ``os.replace``, see
-:mod:`common.publish`) and refuses to overwrite any path given in ``protect``; with
+Writing: PNG (8/16-bit gray and RGB) through OpenCV's libpng encoder (Pillow cannot write 16-bit RGB and
+torchvision's encoder takes uint8 only; OpenCV is already installed as a requirement of albumentations);
+TIFF through tifffile; JPEG through Pillow. Atomic (temporary file in the target folder, then
+``os.replace``, see :mod:`common.publish`), refusing to overwrite any path given in ``protect``; with
 ``group=`` the file joins an :class:`~common.publish.OutputGroup` published all together.
+
+Hand-written, because no library does it: the format sniffing by signature (to name the format in errors),
+the 16-bit flag of a PNG (the bit-depth byte of its IHDR, which Pillow does not expose for colour PNGs),
+:func:`apply_orientation` on tensors (Pillow's ``exif_transpose`` works on its own images, which cannot hold
+16-bit colour or float TIFF pixels) and the TIFF page and channel rules.
 """
 
 from __future__ import annotations
@@ -25,9 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import struct
 import warnings
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +50,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".
 BT601_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights for R, G, B
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
 _ORIENTATION_TAG = 0x0112  # EXIF / TIFF tag 274
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+_END = {"png": b"IEND\xaeB`\x82", "jpeg": b"\xff\xd9", "bmp": b"", "webp": b""}  # a whole file ends with this
 
 
 @dataclass(frozen=True)
@@ -84,23 +88,32 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = MAX_PIX
         raise InputError(f"cannot read {path}: {err.strerror}; check permissions") from None
     if not data:
         raise InputError(f"{path} is empty (0 bytes); give a valid image file")
-    if data.startswith(_PNG_SIGNATURE):
-        fmt, (array, depth, alpha, orientation) = "png", _decode_png(path, data, limit)
-    elif data.startswith(b"\xff\xd8\xff"):
-        fmt, (array, depth, alpha, orientation) = "jpeg", _decode_jpeg(path, data, limit)
-    elif data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         fmt, (array, depth, alpha, orientation) = "tiff", _decode_tiff(path, data, limit)
-    elif data.startswith(b"BM") or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
-        fmt = "bmp" if data.startswith(b"BM") else "webp"
-        array, depth, alpha, orientation = _decode_pillow(path, data, limit)
     else:
-        raise InputError(f"{path} is not a PNG, JPEG, TIFF, BMP or WebP image; give one of those")
+        fmt = _pillow_format(data)
+        if fmt is None:
+            raise InputError(f"{path} is not a PNG, JPEG, TIFF, BMP or WebP image; give one of those")
+        array, depth, alpha, orientation = _decode_pillow(path, data, limit, fmt)
     if array.shape[1] == 0 or array.shape[2] == 0:
         raise InputError(f"{path} is an empty image ({array.shape[2]}x{array.shape[1]} pixels)")
     if alpha:
         warnings.warn(f"{path}: alpha channel (transparency) dropped; colour values used as stored",
                       UserWarning, stacklevel=2)
     return LoadedImage(apply_orientation(array, orientation).contiguous(), depth, path, alpha, fmt, orientation)
+
+
+def _pillow_format(data: bytes) -> str | None:
+    """The format of a file Pillow decodes, from its signature (None: not one of ours)."""
+    if data.startswith(_PNG_SIGNATURE):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith(b"BM"):
+        return "bmp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
 
 
 @dataclass(frozen=True)
@@ -125,33 +138,14 @@ def apply_orientation(pixels: Tensor, orientation: int) -> Tensor:
     (transpose then rotate 180), 8 rotate 90 degrees counter-clockwise.
     """
     rows, cols = pixels.ndim - 2, pixels.ndim - 1
-    if orientation == 2:
-        return pixels.flip(cols)
-    if orientation == 3:
-        return pixels.flip(rows, cols)
-    if orientation == 4:
-        return pixels.flip(rows)
-    if orientation == 5:
-        return pixels.transpose(rows, cols)
-    if orientation == 6:
-        return torch.rot90(pixels, -1, (rows, cols))
-    if orientation == 7:
-        return pixels.transpose(rows, cols).flip(rows, cols)
-    if orientation == 8:
-        return torch.rot90(pixels, 1, (rows, cols))
+    if orientation in (5, 7):
+        pixels = pixels.transpose(rows, cols)
+    flips = {2: (cols,), 3: (rows, cols), 4: (rows,), 7: (rows, cols)}.get(orientation)
+    if flips:
+        return pixels.flip(flips)
+    if orientation in (6, 8):
+        return torch.rot90(pixels, -1 if orientation == 6 else 1, (rows, cols))
     return pixels
-
-
-def _exif_orientation(exif: bytes) -> int:
-    """The orientation (tag 0x0112) in raw EXIF bytes ("Exif\\0\\0" + TIFF structure); 1 if absent or unreadable."""
-    from PIL import Image
-
-    try:
-        holder = Image.Exif()
-        holder.load(exif)
-        return _valid_orientation(holder.get(_ORIENTATION_TAG, 1))
-    except Exception:  # a damaged EXIF block does not make the pixels unusable: show as stored
-        return 1
 
 
 def _valid_orientation(value: object) -> int:
@@ -166,139 +160,74 @@ def _bad(path: Path, what: str) -> InputError:
     return InputError(f"{path} is {what}; re-export or replace the file")
 
 
-def _check_png(path: Path, data: bytes, limit: _PixelLimit) -> tuple[int, int, bool, bytes]:
-    """Validate PNG structure and pixel stream; return (bit depth, colour type, has tRNS, eXIf body)."""
-    pos, header, idat, has_trns, ended, exif = 8, b"", [], False, False, b""
-    while pos + 12 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        if pos + 12 + length > len(data):
-            break
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        if zlib.crc32(kind + body) != crc:
-            raise _bad(path, f"a corrupt PNG (checksum error in {kind.decode('latin-1')} chunk)")
-        if kind == b"IHDR":
-            header = body
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"eXIf":
-            exif = body
-        has_trns |= kind == b"tRNS"
-        pos += 12 + length
-        if kind == b"IEND":
-            ended = True
-            break
-    if not ended:
-        raise _bad(path, "a truncated PNG (file ends before the IEND chunk)")
-    if len(header) != 13 or not idat:
-        raise _bad(path, "a corrupt PNG (missing IHDR or IDAT chunk)")
-    width, height, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    if width == 0 or height == 0:
-        raise InputError(f"{path} is an empty image ({width}x{height} pixels)")
-    limit(width, height)  # before inflating the pixel stream
-    if ctype not in _PNG_CHANNELS or depth not in (1, 2, 4, 8, 16):
-        raise _bad(path, f"a PNG with invalid colour type {ctype} / bit depth {depth}")
-    bits = _PNG_CHANNELS[ctype] * depth
-    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
-    sizes = [((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy) for x0, y0, dx, dy in passes]
-    sizes = [(w, h) for w, h in sizes if w > 0 and h > 0]
-    expected = sum(h * (1 + (w * bits + 7) // 8) for w, h in sizes)
-    inflater = zlib.decompressobj()
+def _decode_pillow(path: Path, data: bytes, limit: _PixelLimit, fmt: str) -> tuple[Tensor, int, bool, int]:
+    """PNG, JPEG, BMP, WebP: Pillow reads the header (size checked), decodes and checks the whole file."""
+    from PIL import Image
+
     try:
-        raw = inflater.decompress(b"".join(idat), expected + 1)
-    except zlib.error:
-        raise _bad(path, "a corrupt PNG (pixel data does not decompress)") from None
-    if len(raw) != expected or not inflater.eof:
-        raise _bad(path, "a corrupt or truncated PNG (wrong amount of pixel data)")
-    offset = 0
-    for w, h in sizes:
-        stride = 1 + (w * bits + 7) // 8
-        filters = np.frombuffer(raw, np.uint8, h * stride, offset)[::stride]
-        if filters.max() > 4:
-            raise _bad(path, "a corrupt PNG (invalid scanline filter)")
-        offset += h * stride
-    return depth, ctype, has_trns, exif
+        with _without_pillow_bomb_check(), Image.open(io.BytesIO(data)) as img:  # open reads the header only
+            limit(*img.size)
+            if fmt == "png":
+                with Image.open(io.BytesIO(data)) as check:
+                    check.verify()  # every chunk's checksum, without decoding
+            if _END[fmt] not in data:
+                raise OSError(f"image file is truncated (no end-of-image {_END[fmt]!r})")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "palette images with transparency": alpha is dropped anyway
+                img.load()
+                try:
+                    orientation = _valid_orientation(img.getexif().get(_ORIENTATION_TAG, 1))
+                except Exception:  # a damaged EXIF block does not make the pixels unusable: show as stored
+                    orientation = 1
+                alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
+                if fmt == "png" and data[24] == 16 and not img.mode.startswith("I"):
+                    return _decode_16bit_colour(path, data), 16, alpha, orientation
+                if img.mode.startswith("I"):  # 16-bit gray ("I;16", "I;16B"; "I" for a 16-bit PNG)
+                    array, depth = np.asarray(img.convert("I"), dtype=np.float32) / 65535.0, 16
+                else:
+                    img = img.convert("L" if img.mode in ("1", "L", "LA", "La") else "RGB")
+                    array, depth = np.asarray(img, dtype=np.float32) / 255.0, 8
+    except InputError:
+        raise
+    except Exception as err:  # Pillow raises OSError, ValueError, SyntaxError ...
+        kind = {"png": "PNG", "jpeg": "JPEG"}.get(fmt, "image")
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if fmt == "png" and "unrecognized data stream" in detail:  # Pillow's PNG decoder: an unknown row filter
+            detail = "invalid scanline filter"
+        state = "a truncated" if "truncat" in detail.lower() else "a corrupt"
+        raise _bad(path, f"{state} {kind} ({detail})") from None
+    array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+    return torch.from_numpy(np.ascontiguousarray(array)), depth, alpha, orientation
 
 
-def _torchvision_decode(path: Path, data: bytes, rgb: bool) -> Tensor:
-    """Decode PNG/JPEG bytes with torchvision; warnings about damaged data become InputError."""
-    from torchvision.io import ImageReadMode, decode_image
+def _decode_16bit_colour(path: Path, data: bytes) -> Tensor:
+    """A 16-bit RGB(A) / gray+alpha PNG that Pillow has checked, decoded at full precision by OpenCV."""
+    import cv2
 
-    mode = ImageReadMode.RGB if rgb else ImageReadMode.UNCHANGED
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            out = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-        except RuntimeError as err:
-            detail = str(err).strip().splitlines()[-1].split(", ")[-1]
-            raise _bad(path, f"a damaged or unreadable image ({detail})") from None
-    for item in caught:
-        if issubclass(item.category, DeprecationWarning):
-            continue  # torchvision >= 0.29 deprecates its image codecs
-        text = str(item.message)
-        if any(word in text.lower() for word in ("truncat", "corrupt", "premature", "incomplete")):
-            raise _bad(path, f"damaged ({text})")
-        warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-    return out
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None or array.dtype != np.uint16:
+        raise _bad(path, "a 16-bit PNG that OpenCV cannot decode")
+    if array.ndim == 2:
+        array = array[..., None]
+    elif array.shape[2] >= 3:  # OpenCV orders colour B, G, R (, A)
+        array = array[..., [2, 1, 0]]
+    else:  # gray + alpha
+        array = array[..., :1]
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, -1, 0)).astype(np.float32) / 65535.0)
 
 
-def _decode_png(path: Path, data: bytes, limit: _PixelLimit) -> tuple[Tensor, int, bool, int]:
-    depth, ctype, has_trns, exif = _check_png(path, data, limit)
-    orientation = _exif_orientation(exif) if exif else 1
-    if depth == 16 and _torchvision_version() < (0, 21):
-        raise InputError(f"{path} is a 16-bit PNG, which needs torchvision >= 0.21; upgrade "
-                         "torchvision or convert the image to 16-bit TIFF")
-    out = _torchvision_decode(path, data, rgb=ctype == 3)  # UNCHANGED turns a palette into gray
-    alpha = ctype in (4, 6) or has_trns
-    if out.shape[0] in (2, 4):
-        out = out[:-1]
-    if depth == 16:  # torch.uint16 from torchvision >= 0.21
-        return out.to(torch.float32) / 65535.0, 16, alpha, orientation
-    return out.to(torch.float32) / 255.0, 8, alpha, orientation
+@contextlib.contextmanager
+def _without_pillow_bomb_check() -> Iterator[None]:
+    """Switch off Pillow's own size limit (warning above 89 MP, error above 179 MP) for one read:
+    ``max_pixels`` is the limit, and it may be set above Pillow's."""
+    from PIL import Image
 
-
-def _torchvision_version() -> tuple[int, int]:
-    import torchvision
-
-    major, minor = torchvision.__version__.split(".")[:2]
-    return int(major), int(minor)
-
-
-def _decode_jpeg(path: Path, data: bytes, limit: _PixelLimit) -> tuple[Tensor, int, bool, int]:
-    orientation, size = _jpeg_header(data)
-    if size is not None:
-        limit(*size)
-    out = _torchvision_decode(path, data, rgb=False)
-    if out.shape[0] not in (1, 3):  # CMYK/YCCK: let libjpeg convert to RGB
-        out = _torchvision_decode(path, data, rgb=True)
-    return out.to(torch.float32) / 255.0, 8, False, orientation
-
-
-def _jpeg_header(data: bytes) -> tuple[int, tuple[int, int] | None]:
-    """(orientation, (width, height)) from the JPEG header segments before the first scan.
-
-    The orientation comes from the first APP1 "Exif" segment (1 if none), the size from the
-    start-of-frame segment (None if there is none or it defers the height to a DNL marker).
-    """
-    pos, orientation, size = 2, 1, None
-    while pos + 4 <= len(data) and data[pos] == 0xFF:
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        if marker in (0xD9, 0xDA):  # end of image / start of scan: no more header segments
-            break
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if length < 2:
-            break
-        body = data[pos + 4 : pos + 2 + length]
-        if marker == 0xE1 and body.startswith(b"Exif\x00\x00") and orientation == 1:
-            orientation = _exif_orientation(body)
-        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and len(body) >= 5:
-            height, width = struct.unpack(">HH", body[1:5])
-            size = (width, height) if height else None
-        pos += 2 + length
-    return orientation, size
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _decode_tiff(path: Path, data: bytes, limit: _PixelLimit) -> tuple[Tensor, int, bool, int]:
@@ -360,39 +289,6 @@ def _check_tiff_pages(path: Path, tif: tifffile.TiffFile, limit: _PixelLimit) ->
     if len(sizes) > 1:
         raise InputError(f"{path} holds a stack of {len(sizes)} TIFF pages of {sizes[0][0]}x{sizes[0][1]}; "
                          "give a single-page TIFF")
-
-
-def _decode_pillow(path: Path, data: bytes, limit: _PixelLimit) -> tuple[Tensor, int, bool, int]:
-    from PIL import Image
-
-    try:
-        with _without_pillow_bomb_check(), Image.open(io.BytesIO(data)) as img:  # open reads the header only
-            limit(*img.size)
-            img.load()
-            orientation = _valid_orientation(img.getexif().get(_ORIENTATION_TAG, 1))
-            alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
-            img = img.convert("L" if img.mode in ("1", "L", "LA") else "RGB")
-            array = np.asarray(img, dtype=np.float32) / 255.0
-    except InputError:
-        raise
-    except Exception as err:  # Pillow raises OSError, ValueError, SyntaxError ...
-        raise _bad(path, f"a damaged or unsupported image ({err})") from None
-    array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
-    return torch.from_numpy(np.ascontiguousarray(array)), 8, alpha, orientation
-
-
-@contextlib.contextmanager
-def _without_pillow_bomb_check() -> Iterator[None]:
-    """Switch off Pillow's own size limit (warning above 89 MP, error above 179 MP) for one read:
-    ``max_pixels`` is the limit, and it may be set above Pillow's."""
-    from PIL import Image
-
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
 
 
 def encode_image(path: str | os.PathLike[str], pixels: Tensor, *, bit_depth: int = 8,
@@ -477,30 +373,14 @@ def _as_hwc(pixels: Tensor) -> np.ndarray:
 
 
 def _encode_png(array: np.ndarray) -> bytes:
-    """Encode (H, W, C) uint8/uint16, C in (1, 3), as PNG with the Paeth filter on every row."""
-    height, width, channels = array.shape
-    depth = 8 * array.dtype.itemsize
-    rows = np.ascontiguousarray(array.astype(f">u{array.dtype.itemsize}")).view(np.uint8)
-    rows = rows.reshape(height, -1).astype(np.int16)
-    bpp = channels * array.dtype.itemsize
-    left = np.zeros_like(rows)
-    left[:, bpp:] = rows[:, :-bpp]
-    up = np.zeros_like(rows)
-    up[1:] = rows[:-1]
-    upleft = np.zeros_like(rows)
-    upleft[1:, bpp:] = rows[:-1, :-bpp]
-    guess = left + up - upleft
-    dl, du, dul = np.abs(guess - left), np.abs(guess - up), np.abs(guess - upleft)
-    pred = np.where((dl <= du) & (dl <= dul), left, np.where(du <= dul, up, upleft))
-    filtered = ((rows - pred) % 256).astype(np.uint8)
-    raw = np.concatenate([np.full((height, 1), 4, np.uint8), filtered], axis=1).tobytes()
+    """Encode (H, W, C) uint8/uint16, C in (1, 3), as PNG with OpenCV (libpng; OpenCV wants B, G, R)."""
+    import cv2
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, depth, 0 if channels == 1 else 2, 0, 0, 0)
-    return (_PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
-            + chunk(b"IEND", b""))
+    ok, encoded = cv2.imencode(".png", array[..., ::-1] if array.shape[2] == 3 else array[..., 0],
+                               [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {array.shape} {array.dtype} image as PNG")
+    return encoded.tobytes()
 
 
 def to_8bit(pixels: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from common import images
 from common.errors import InputError
@@ -336,8 +336,8 @@ def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> None:
         pytest.fail("pixel data was decoded before the size check")
 
-    monkeypatch.setattr(images, "_torchvision_decode", fail)
-    monkeypatch.setattr(images.zlib, "decompressobj", fail)
+    monkeypatch.setattr(images, "_decode_16bit_colour", fail)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fail)  # what Pillow's PNG, JPEG, BMP and WebP decoding runs
     monkeypatch.setattr(tifffile.TiffPage, "asarray", fail)
     monkeypatch.setattr(Image.Image, "load", fail)
 
