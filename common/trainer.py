@@ -64,6 +64,9 @@ class ProgressBar(RichProgressBar):
         return items
 
     def _get_train_description(self, current_epoch: int) -> str:
+        own = getattr(self.trainer.lightning_module, "progress_description", None)
+        if own:  # a stage-2 fit: one epoch of steps, named by its image (dvi.fitting.fit)
+            return str(own)
         description = super()._get_train_description(current_epoch)
         max_epochs = self.trainer.max_epochs
         if max_epochs is not None and max_epochs < 1:

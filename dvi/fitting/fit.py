@@ -81,6 +81,7 @@ def _train_once(noisy: Tensor, priors: Sequence[BFDnCNN], config: Config, *, noi
                             benchmark=True,  # fixed shapes: cuDNN picks its fastest convs once
                             strategy=fit_strategy(runtime.device))  # a torchrun rank's own GPU
     module = build_module(config, priors, noisy, seeds=seeds, noises=noises, beta0s=beta0s, clean=clean)
+    module.progress_description = f"{name or 'fit'} step"  # the bar: "<image> step 37/100 ... loss" (not epochs)
     if trainer.logger is not None:
         trainer.logger.log_hyperparams({"delta": noises[0].delta, "lambda": noises[0].weight, "beta0": beta0s[0],
                                         "seed": seeds[0], "images": len(seeds),

@@ -393,6 +393,7 @@ class ScoreDVI(L.LightningModule):
                   "fit/mean_sigma": mean_sigma(maps).mean(), "fit/lambda": self.hyper_weight.mean(),
                   "fit/delta": self.hyper_delta.mean()}
         self.log_dict(values, on_step=True, on_epoch=False, batch_size=1)
+        self.log("loss", values["loss/total"], on_step=True, on_epoch=False, batch_size=1, prog_bar=True, logger=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One Adam over the stacked weights: element-wise, so equal to one Adam per image. The fused

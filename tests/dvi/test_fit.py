@@ -120,3 +120,15 @@ def test_auto_precision_runs_the_priors_in_bf16_on_a_cpu_with_native_bf16(tiny_p
     expected = torch.bfloat16 if native else torch.float32
     assert seen == {"precision": "bf16-mixed" if native else "32-true", "prior": expected, "nets": torch.float32}
     assert psnr(result.denoised, clean) > psnr(noisy.clamp(0, 1), clean) + 3.0
+
+
+def test_the_progress_bar_shows_the_fit_by_step_and_name_not_epochs():
+    """Stage 2's bar read ``Epoch 0/0 ... 100/100``: a fit has steps; it shows the run's name and ``step``."""
+    from types import SimpleNamespace
+
+    from common.trainer import ProgressBar
+
+    bar = ProgressBar()
+    module = SimpleNamespace(progress_description="b step")
+    bar._trainer = SimpleNamespace(lightning_module=module, max_epochs=1)
+    assert bar._get_train_description(0) == "b step"
