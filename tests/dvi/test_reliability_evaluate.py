@@ -75,7 +75,7 @@ def test_rows_of_another_configuration_are_refused_or_recomputed(tiny_priors, da
     assert len(first[0]["priors"]) == 12 and len(first[0]["config_id"]) == 12
     before = table.read_bytes()
     # settings that change results: one line each, nothing fitted, the table untouched
-    for extra, changed in ((["--steps", "3"], "steps 2 -> 3"), (["--steps", "2", "--crop", "48"], "crop none -> 48"),
+    for extra, changed in ((["--steps", "3"], "steps 2 -> 3"), (["--steps", "2", "--crop", "56"], "crop none -> 56"),
                            (["--steps", "2", "--seed", "1"], "seed 0 -> 1"),
                            (["--steps", "2", "--lr", "0.002"], "config_id")):
         line = one_error_line(main, argv_for(tiny_priors, *extra), capsys)
