@@ -53,8 +53,8 @@ class GaussianDenoiser(L.LightningModule):
     with noise fixed by a seed, logged as ``val/psnr_<sigma>`` and their mean ``val/psnr``; and
     ``val/worst_change = min_sigma (psnr_sigma - target_sigma)``, the checkpoint criterion: the worst
     noise level decides, not the mean. ``val_targets`` (dB, one per sigma) default to the PSNRs of the
-    sanity validation before the first step, so a fine-tune is judged by its worst change from where it
-    started (set them for a run from scratch, whose start is the identity).
+    sanity validation before the first step (without one: the first validation), so a fine-tune is judged by
+    its worst change from where it started (set them for a run from scratch, whose start is the identity).
 
     Speed options (numerics unchanged): ``channels_last`` (None: on CUDA devices) stores weights and
     batches channels-last, the layout cuDNN's and oneDNN's fastest convolution kernels use; Adam is the
@@ -198,7 +198,7 @@ class GaussianDenoiser(L.LightningModule):
         sigmas = [float(sigma) for sigma in self.hparams.val_sigmas]
         if len(means) != len(sigmas):
             return  # a partial validation (e.g. a limited sanity check): nothing to compare
-        if self.val_targets is None and self.trainer.sanity_checking:
+        if self.val_targets is None and self.trainer.state.fn == "fit":  # the sanity check, else the first validation
             self.val_targets = tuple(means[sigma] for sigma in sigmas)
         if self.trainer.sanity_checking:
             return

@@ -96,3 +96,20 @@ def test_print_config_shows_the_recipe_options(capsys) -> None:  # noqa: ANN001
     for line in ("light_fraction: 0.0", "sigma_floor: 0.1", "loss_weighting: mse", "weight_offset: 2.0",
                  "monitor: val/worst_change"):
         assert line in shown, line
+
+
+def test_without_a_sanity_check_the_first_validation_sets_the_targets(image_folder, tmp_path) -> None:  # noqa: ANN001
+    """The checkpoint monitors val/worst_change: a fit without sanity check must log it all the same."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from prior_training.data import PatchDataModule
+
+    data = PatchDataModule(data_root=image_folder, val_images=2, val_crop=32, patch_size=16, images_per_batch=2,
+                           patches_per_image=2, num_workers=0)
+    model = GaussianDenoiser(depth=3, features=8, val_sigmas=(0.0, 25.0))
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        accelerator="cpu", max_steps=2, num_sanity_val_steps=0, val_check_interval=2,
+                        callbacks=[ModelCheckpoint(dirpath=tmp_path, monitor="val/worst_change", mode="max")])
+    trainer.fit(model, datamodule=data)
+    assert trainer.callback_metrics["val/worst_change"] == 0.0
+    assert model.val_targets == pytest.approx((model.val_psnr["0"], model.val_psnr["25"]))
