@@ -42,7 +42,8 @@ class GaussianDenoiser(L.LightningModule):
     The noise levels and the loss weights follow :class:`~prior_training.noise.NoiseRecipe` (equations in
     prior_training/noise.py): ``sigma_max``, ``light_fraction``, ``sigma_floor`` (0-255 scale) set
     ``p(sigma) = (1 - f) U[0, sigma_max] + f LogU[sigma_floor, sigma_max]``; ``loss_weighting`` and
-    ``weight_offset`` set ``w(sigma)`` of ``L = sum_b w_b mse_b / sum_b w_b``. With ``light_fraction 0`` and
+    ``weight_offset`` set the loss: ``L = sum_b w_b mse_b / sum_b w_b`` with ``w_b = w(sigma_b)``, or
+    ``log_mse``'s ``L = mean_b ln(mse_b + (c/255)^2)``. With ``light_fraction 0`` and
     ``loss_weighting mse`` this is the BF-CNN recipe.
 
     Training batches come either as clean patches (the DataLoader pipeline; noise is added here) or,
@@ -71,7 +72,7 @@ class GaussianDenoiser(L.LightningModule):
         sigma_max: float = RECIPE.sigma_max,
         light_fraction: float = RECIPE.light_fraction,
         sigma_floor: float = RECIPE.sigma_floor,
-        loss_weighting: Weighting = RECIPE.weighting,
+        loss_weighting: Weighting = RECIPE.loss_weighting,
         weight_offset: float = RECIPE.weight_offset,
         lr: float = 1e-3,
         lr_final_fraction: float = 0.01,
@@ -85,10 +86,9 @@ class GaussianDenoiser(L.LightningModule):
         self.save_hyperparameters()
         try:
             self.noise = NoiseRecipe(sigma_max=sigma_max, light_fraction=light_fraction, sigma_floor=sigma_floor,
-                                     weighting=loss_weighting, weight_offset=weight_offset)
-        except ValueError as err:  # NoiseRecipe names its fields; the module's option of `weighting` is loss_weighting
-            message = str(err)
-            raise InputError(f"--model.{'loss_' if message.startswith('weighting') else ''}{message}") from None
+                                     loss_weighting=loss_weighting, weight_offset=weight_offset)
+        except ValueError as err:  # NoiseRecipe's messages start with the field's name, which is the option's
+            raise InputError(f"--model.{err}") from None
         if val_targets is not None and len(val_targets) != len(val_sigmas):
             raise InputError(f"--model.val_targets needs one PSNR per --model.val_sigmas value ({len(val_sigmas)}), "
                              f"not {len(val_targets)}")

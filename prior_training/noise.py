@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 SIGMA_MAX = 100.0  # noise levels of training, [0, SIGMA_MAX] on the 0-255 scale (BF-CNN)
 Weighting = Literal["mse", "inverse_sigma", "inverse_variance", "log_mse"]
-WEIGHTINGS: tuple[Weighting, ...] = ("mse", "inverse_sigma", "inverse_variance", "log_mse")
+WEIGHTINGS: tuple[Weighting, ...] = get_args(Weighting)
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class NoiseRecipe:
         sigma_max: largest sigma (0-255 scale); both parts of the mixture end there.
         light_fraction: ``f``, the share of patches whose sigma is log-uniform, in [0, 1].
         sigma_floor: smallest sigma of the log-uniform part (0-255 scale), in (0, sigma_max).
-        weighting: ``mse``, ``inverse_sigma`` or ``inverse_variance``.
+        loss_weighting: ``mse``, ``inverse_sigma``, ``inverse_variance`` or ``log_mse``.
         weight_offset: ``c`` of the weights (0-255 scale), > 0 so that sigma 0 has a finite weight (``log_mse``: the
             error floor, in RMS on the 0-255 scale).
     """
@@ -61,7 +61,7 @@ class NoiseRecipe:
     sigma_max: float = SIGMA_MAX
     light_fraction: float = 0.0
     sigma_floor: float = 0.1
-    weighting: Weighting = "mse"
+    loss_weighting: Weighting = "mse"
     weight_offset: float = 2.0
 
     def __post_init__(self) -> None:
@@ -71,8 +71,8 @@ class NoiseRecipe:
             raise ValueError(f"light_fraction must be in [0, 1], not {self.light_fraction}")
         if self.light_fraction > 0 and not 0.0 < self.sigma_floor < self.sigma_max:
             raise ValueError(f"sigma_floor must be in (0, sigma_max = {self.sigma_max:g}), not {self.sigma_floor}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, not {self.weighting!r}")
+        if self.loss_weighting not in WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {', '.join(WEIGHTINGS)}, not {self.loss_weighting!r}")
         if not math.isfinite(self.weight_offset) or self.weight_offset <= 0:
             raise ValueError(f"weight_offset must be a finite number > 0, not {self.weight_offset}")
 
@@ -92,18 +92,18 @@ class NoiseRecipe:
         """``w(sigma)`` per patch for noise levels on the 0-1 scale (unnormalised; ``log_mse`` weighs by the error
         instead, see :meth:`loss`, and gives 1 here)."""
         s, c = sigma * 255.0, self.weight_offset
-        if self.weighting == "inverse_sigma":
+        if self.loss_weighting == "inverse_sigma":
             return 1.0 / (s + c)
-        if self.weighting == "inverse_variance":
+        if self.loss_weighting == "inverse_variance":
             return 1.0 / (s * s + c * c)
         return torch.ones_like(s)
 
     def loss(self, estimate: Tensor, clean: Tensor, sigma: Tensor) -> Tensor:
         """The weighted MSE ``L`` of (B, C, p, p) estimates against clean patches, ``sigma`` (B,) on the 0-1 scale."""
         per_patch = (estimate.float() - clean.float()).pow(2).flatten(1).mean(1)
-        if self.weighting == "mse":
+        if self.loss_weighting == "mse":
             return per_patch.mean()
-        if self.weighting == "log_mse":
+        if self.loss_weighting == "log_mse":
             return torch.log(per_patch + (self.weight_offset / 255.0) ** 2).mean()
         weight = self.weights(sigma.float())
         return (weight * per_patch).sum() / weight.sum()
@@ -115,5 +115,5 @@ class NoiseRecipe:
                f"LogU[{self.sigma_floor:g},{self.sigma_max:g}]")
         weight = {"mse": "plain MSE", "inverse_sigma": f"MSE weighted 1/(sigma+{self.weight_offset:g})",
                   "inverse_variance": f"MSE weighted 1/(sigma^2+{self.weight_offset:g}^2)",
-                  "log_mse": f"mean ln(MSE + ({self.weight_offset:g}/255)^2)"}[self.weighting]
+                  "log_mse": f"mean ln(MSE + ({self.weight_offset:g}/255)^2)"}[self.loss_weighting]
         return f"{law} (0-255 scale), {weight}"

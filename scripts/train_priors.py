@@ -123,7 +123,7 @@ def train_command(key: str, folders: dict[str, Path], *, minutes: float, runs: P
                "--data.scales", json.dumps(list(recipe.scales)), "--precision", recipe.precision,
                "--model.light_fraction", str(recipe.noise.light_fraction),
                "--model.sigma_floor", str(recipe.noise.sigma_floor),
-               "--model.loss_weighting", recipe.noise.weighting, "--model.weight_offset", str(recipe.noise.weight_offset),
+               "--model.loss_weighting", recipe.noise.loss_weighting, "--model.weight_offset", str(recipe.noise.weight_offset),
                "--trainer.max_steps", str(max_steps),
                "--trainer.val_check_interval", str(recipe.val_every),
                "--trainer.max_time", as_max_time(trained_seconds(last) + 60 * minutes),
@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--light-fraction", type=float, default=noise.light_fraction,
                         help="share of patches with a log-uniform noise level (prior_training/noise.py)")
     parser.add_argument("--sigma-floor", type=float, default=noise.sigma_floor, help="lowest log-uniform sigma (0-255)")
-    parser.add_argument("--loss-weighting", choices=WEIGHTINGS, default=noise.weighting)
+    parser.add_argument("--loss-weighting", choices=WEIGHTINGS, default=noise.loss_weighting)
     parser.add_argument("--weight-offset", type=float, default=noise.weight_offset, help="c of the weights (0-255)")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="train with an exponential moving average of the weights (e.g. 0.995) and export it")
@@ -219,7 +219,7 @@ def main() -> None:
                     pipeline=args.pipeline, scales=tuple(args.scales), precision=args.precision,
                     quiet=args.logs is not None, tag=args.tag, ema_decay=args.ema_decay,
                     noise=NoiseRecipe(light_fraction=args.light_fraction, sigma_floor=args.sigma_floor,
-                                      weighting=args.loss_weighting, weight_offset=args.weight_offset))
+                                      loss_weighting=args.loss_weighting, weight_offset=args.weight_offset))
     folders = group_folders(args.corpus, args.work)
     keys = args.only or [f"{g}-{c}" for c in ("rgb", "gray") for g in GROUPS]  # RGB first
     minutes = minutes_per_run(minutes=args.minutes, budget=args.budget, keys=keys, parallel=args.parallel)

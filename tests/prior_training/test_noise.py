@@ -34,7 +34,7 @@ def test_without_a_light_fraction_the_law_is_the_bfcnn_uniform_one() -> None:
 @pytest.mark.parametrize(("weighting", "at_0", "at_10"), [("mse", 1.0, 1.0), ("inverse_sigma", 1 / 2, 1 / 12),
                                                           ("inverse_variance", 1 / 4, 1 / 104)])
 def test_weights_follow_their_equation(weighting: str, at_0: float, at_10: float) -> None:
-    weights = NoiseRecipe(weighting=weighting, weight_offset=2.0).weights(torch.tensor([0.0, 10 / 255]))
+    weights = NoiseRecipe(loss_weighting=weighting, weight_offset=2.0).weights(torch.tensor([0.0, 10 / 255]))
     torch.testing.assert_close(weights, torch.tensor([at_0, at_10]))
 
 
@@ -42,7 +42,7 @@ def test_the_weighted_loss_is_a_weighted_mean_of_the_patch_errors() -> None:
     clean, estimate = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
     per_patch = (estimate - clean).pow(2).flatten(1).mean(1)
     sigma = torch.tensor([0.0, 98 / 255])
-    recipe = NoiseRecipe(weighting="inverse_sigma", weight_offset=2.0)  # weights 1/2 and 1/100
+    recipe = NoiseRecipe(loss_weighting="inverse_sigma", weight_offset=2.0)  # weights 1/2 and 1/100
     expected = (per_patch[0] / 2 + per_patch[1] / 100) / (1 / 2 + 1 / 100)
     torch.testing.assert_close(recipe.loss(estimate, clean, sigma), expected)
     torch.testing.assert_close(recipe.loss(estimate, clean, sigma.new_full((2,), 0.1)), F.mse_loss(estimate, clean))
