@@ -53,6 +53,8 @@ class BFDnCNN(nn.Module):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if depth < 3:
             raise ValueError(f"depth must be at least 3, got {depth}")
+        if features < 1:
+            raise ValueError(f"features must be at least 1, got {features}")
         self.channels, self.depth, self.features = channels, depth, features
         widths = [channels] + [features] * (depth - 1) + [channels]
         self.conv_layers = nn.ModuleList(

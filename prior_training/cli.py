@@ -73,13 +73,32 @@ class PriorTrainingCLI(LightningCLI):
         parser.add_lightning_class_args(SaveLastOnStop, "save_last_on_stop")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
 
+    def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 - LightningCLI's signature
+        """``--print_config`` prints only a configuration the model and data classes accept: their
+        constructors hold the rules (``--channels 2``, ``--model.depth 1``, a light fraction above 1 ...), so
+        the command line is parsed once without the flag and both classes are built from it (no side effects:
+        they only check their options) before the configuration is printed."""
+        if isinstance(args, list) and any(str(arg).startswith("--print_config") for arg in args):
+            config = parser.parse_args([arg for arg in args if not str(arg).startswith("--print_config")])
+            check_options(config[config.subcommand] if config.get("subcommand") else config)
+        super().parse_arguments(parser, args)
+
     def before_instantiate_classes(self) -> None:
-        """A run shorter than ``log_every_n_steps`` logs at its last step (else TensorBoard gets no scalars)."""
+        """The options checked as for ``--print_config``; a run shorter than ``log_every_n_steps`` logs at its
+        last step (else TensorBoard gets no scalars)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        check_options(config)
         trainer = config["trainer"]
         max_steps, every = trainer.get("max_steps") or -1, trainer.get("log_every_n_steps")
         if max_steps > 0 and every is not None and every > max_steps:
             trainer["log_every_n_steps"] = max_steps
+
+
+def check_options(options) -> None:  # noqa: ANN001 - a jsonargparse Namespace of one subcommand
+    """Build the datamodule, then the model, from their options: an option they refuse is an InputError naming
+    it. The datamodule first, since ``--channels`` is its option (the model's is linked to it)."""
+    PatchDataModule(**options.data.as_dict())
+    GaussianDenoiser(**options.model.as_dict())
 
 
 def expand_shortcuts(argv: list[str]) -> list[str]:

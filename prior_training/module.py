@@ -94,7 +94,10 @@ class GaussianDenoiser(L.LightningModule):
                              f"not {len(val_targets)}")
         self.val_targets: tuple[float, ...] | None = None if val_targets is None else tuple(map(float, val_targets))
         self._val_scores: dict[float, list[float]] = {}
-        self.denoiser = BFDnCNN(channels=channels, depth=depth, features=features)
+        try:
+            self.denoiser = BFDnCNN(channels=channels, depth=depth, features=features)
+        except ValueError as err:  # BFDnCNN's messages start with the argument's name, which is the option's
+            raise InputError(f"--model.{err}") from None
         self.steps_before = 0
         self.val_psnr: dict[str, float] = {}  # of the last validation; empty before the first one
         self.patch_sampler: PatchSampler | None = None

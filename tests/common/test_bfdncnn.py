@@ -67,3 +67,10 @@ def test_reference_state_dict_loads_with_documented_key_layout():
     torch.testing.assert_close(model.conv_layers[19].weight, state["conv_layers.19.weight"])
     with pytest.raises(KeyError):
         bfdncnn_from_reference({**state, "extra.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize(("options", "word"), [({"channels": 2}, "channels"), ({"depth": 2}, "depth"),
+                                               ({"features": 0}, "features")])
+def test_impossible_architectures_are_refused_by_name(options, word):
+    with pytest.raises(ValueError, match=f"^{word} must"):
+        BFDnCNN(**options)

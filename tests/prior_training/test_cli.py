@@ -186,3 +186,21 @@ def test_short_fit_without_validation_logs_scalars_and_one_last_checkpoint(image
     events.Reload()
     assert "train/loss" in events.Tags()["scalars"] and events.Scalars("train/loss")
     assert "Epoch" in shown and "v_num" not in shown and "/-" not in shown
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    (["--channels", "2"], "--data.channels"), (["--model.depth", "1"], "--model.depth"),
+    (["--model.features", "0"], "--model.features"), (["--model.light_fraction", "2"], "--model.light_fraction")])
+@pytest.mark.parametrize("print_config", [True, False])
+def test_options_the_classes_refuse_are_one_line_also_for_print_config(options, named, print_config, tmp_path,
+                                                                       capsys):
+    """The constructors hold the rules; --print_config must not print a configuration that fit would refuse,
+    and fit refuses it before any data is read (the data folder here does not exist)."""
+    argv = ["fit", "--data-root", str(tmp_path / "absent"), *options]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--print_config"] if print_config else argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert not captured.out.strip()  # no configuration printed
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and named in err[0] and "does not exist" not in err[0]
