@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from common.errors import InputError, exit_on_input_error
+from common.threads import apply_cpu_threads
 from common.prior_files import PriorMeta, export_prior
 from common.trainer import RUNS_DIR, ProgressBar, quiet_lightning, resolve_precision
 from prior_training.checkpoints import read_checkpoint, safe_checkpoint_globals
@@ -141,6 +142,7 @@ def run_lightning(argv: list[str]) -> None:
     """
     check_ckpt_path(argv)
     quiet_lightning()
+    apply_cpu_threads()
     if argv[:1] in (["fit"], ["validate"], ["test"]) and not any(arg.startswith("--weights_only") for arg in argv):
         argv = [*argv, "--weights_only", "true"]
     try:

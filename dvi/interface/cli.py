@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TextIO
 from jsonargparse import ArgumentParser, Namespace
 
 from common.errors import InputError, exit_on_input_error
+from common.threads import apply_cpu_threads
 from dvi.config import Config
 from dvi.interface.inputs import announce_prior_reuse, check_images
 from dvi.interface.interrupts import Interrupted, report, signals_raise
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
 
     command, args = parse(sys.argv[1:] if argv is None else argv)
     config = config_from(args)  # every value checked before any file is read
+    apply_cpu_threads()
     if config.runtime.device in ("gpu", "cuda"):
         from common.trainer import check_accelerator
 

@@ -1,0 +1,87 @@
+"""Several fits on one machine: wall time of one ``python -m dvi denoise`` alone and of N started at once.
+
+Each variant runs the command alone, then ``--processes`` copies started together (each its own output
+folder), and prints the mean wall time of the concurrent copies over the lone one. The variants are the
+thread rules of :mod:`common.threads`:
+
+- ``spin``: OpenMP's default wait policy (idle threads spin for a while before they sleep), as before
+  the rule: the command runs through ``python -c`` without ``OMP_WAIT_POLICY``;
+- ``passive``: ``python -m dvi`` as shipped (``OMP_WAIT_POLICY=PASSIVE`` set before torch loads);
+- ``one-thread``: ``OMP_NUM_THREADS=1`` for every process.
+
+    python -m benchmarks.concurrent_fits --image examples/kodim23_noisy.png --processes 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = ("spin", "passive", "one-thread")
+
+
+def command(variant: str, image: Path, out: Path, extra: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one fit of ``variant``."""
+    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    args = ["denoise", "--image", str(image), "--output", str(out / "denoised.png"), *extra]
+    if variant == "spin":
+        return [sys.executable, "-c", "import sys; from dvi.interface.cli import main; main(sys.argv[1:])", *args], env
+    if variant == "one-thread":
+        env["OMP_NUM_THREADS"] = "1"
+    return [sys.executable, "-m", "dvi", *args], env
+
+
+def run_together(variant: str, image: Path, copies: int, extra: list[str], work: Path) -> list[float]:
+    """Start ``copies`` fits at once; their wall times in seconds."""
+    started, processes = [], []
+    for index in range(copies):
+        out = work / f"{variant}-{copies}-{index}"
+        argv, env = command(variant, image, out, extra)
+        started.append(time.perf_counter())
+        processes.append(subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    times = []
+    for start, process in zip(started, processes):
+        _, err = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"error: the {variant} fit failed ({process.returncode}): {err.strip()[-300:]}")
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``) and whether it has AVX512 / AVX2."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    simd = "AVX512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
+    return f"{name} ({simd}, {os.cpu_count()} logical CPUs)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", type=Path, default=Path("examples/kodim23_noisy.png"))
+    parser.add_argument("--processes", type=int, default=2, help="fits started at once")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--fit-options", default="--preset fast", help="options of each denoise command")
+    args = parser.parse_args()
+    print(f"{cpu_name()}; python -m dvi denoise --image {args.image} {args.fit_options}")
+    with tempfile.TemporaryDirectory() as folder:
+        for variant in args.variants:
+            alone = run_together(variant, args.image, 1, args.fit_options.split(), Path(folder))[0]
+            together = run_together(variant, args.image, args.processes, args.fit_options.split(), Path(folder))
+            mean = sum(together) / len(together)
+            print(f"{variant:>10}: alone {alone:6.1f} s; {args.processes} at once "
+                  f"{' '.join(f'{t:.1f}' for t in together)} s, mean {mean / alone:.2f}x alone", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""CPU threads of one command-line process, so that several processes on one machine share its cores.
+
+Two rules, applied by the command-line entry points (``python -m dvi``, ``python -m prior_training``) and
+nowhere else (a library call leaves the caller's thread settings alone):
+
+1. :func:`prefer_passive_wait`, before torch is imported: OpenMP's idle threads sleep at once
+   (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning on a core. With the spinning default, two torch
+   processes on 2 cores steal each other's cores and run several times slower together than one after
+   the other; measured in docs/performance.md ("Several processes on one machine").
+2. :func:`cpu_threads`: torch's intra-op threads = the cores this process may run on
+   (``os.sched_getaffinity``: taskset, a cgroup cpuset, a batch-system allocation) divided by the
+   processes of one machine (``LOCAL_WORLD_SIZE``, set by torchrun and Lightning's launchers), at least 1.
+
+An environment variable the user set wins over both: ``OMP_WAIT_POLICY``, and ``OMP_NUM_THREADS`` (then
+torch's own setting is kept).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+WAIT_POLICY = "PASSIVE"  # the OMP_WAIT_POLICY the entry points set when the user has not
+
+
+def prefer_passive_wait(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless it is set. Call before torch (and its OpenMP) is loaded."""
+    environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity call on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_threads(environ: MutableMapping[str, str] = os.environ, *, cores: int | None = None) -> int | None:
+    """Intra-op threads for one process: usable cores // ``LOCAL_WORLD_SIZE`` (>= 1); None when the user
+    chose with ``OMP_NUM_THREADS`` (torch already follows it)."""
+    if environ.get("OMP_NUM_THREADS"):
+        return None
+    try:
+        processes = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        processes = 1
+    return max(1, (usable_cores() if cores is None else cores) // processes)
+
+
+def apply_cpu_threads() -> None:
+    """``torch.set_num_threads(cpu_threads())`` where the user has not chosen."""
+    threads = cpu_threads()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
