@@ -18,7 +18,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor
 
 from common.errors import InputError
-from common.images import to_8bit
+from common.pixels import to_8bit
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 from common.errors import InputError
 from PIL import Image
 
-from common.images import center_crop, list_images, read_image, to_grayscale
+from common.images import list_images, read_image
+from common.pixels import center_crop, to_grayscale
 from prior_training.archives import DATASETS, dataset_images_dir, prepare_archive
 from prior_training.sampler import PatchSampler, decoded_bytes, to_uint8
 

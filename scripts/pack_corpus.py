@@ -14,7 +14,8 @@ import argparse
 import csv
 from pathlib import Path
 
-from common.images import center_crop, read_image, write_image
+from common.images import read_image, write_image
+from common.pixels import center_crop
 
 
 def pack(corpus: Path, out: Path, *, train_crop: int, test_crop: int) -> list[dict[str, str]]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage import data
 
-from common.images import to_grayscale
+from common.pixels import to_grayscale
 from common.prior_files import (
     MANIFEST_NAME,
     default_checkpoint_dir,

@@ -140,7 +140,7 @@ def read_pair_list(path: Path) -> list[Pair]:
 
 def crop_if(pixels, size: int | None):  # noqa: ANN001, ANN201 - tensor in, tensor out
     """``--crop``: the centre ``size`` x ``size`` window, or the whole image when no size is given."""
-    from common.images import center_crop
+    from common.pixels import center_crop
 
     return pixels if size is None else center_crop(pixels, size)
 

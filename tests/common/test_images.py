@@ -19,11 +19,10 @@ from common.errors import InputError
 from common.images import (
     list_images,
     read_image,
-    to_8bit,
-    to_grayscale,
     write_array,
     write_image,
 )
+from common.pixels import to_8bit, to_grayscale
 
 
 def _levels(channels: int, bit_depth: int, seed: int = 0) -> torch.Tensor:
@@ -399,3 +398,55 @@ def test_tiff_with_a_reduced_resolution_preview_reads_the_full_image(tmp_path: P
         tif.write(full, photometric="minisblack")
         tif.write(np.zeros((4, 4), np.uint8), photometric="minisblack", subfiletype=1)
     assert torch.equal(read_image(tmp_path / "preview.tif").pixels, torch.from_numpy(full / 255.0).float()[None])
+
+
+def _with_exif_chunk(png: bytes, orientation: int) -> bytes:
+    """``png`` with an eXIf chunk (holding ``orientation``) inserted before its first IDAT."""
+    at = png.index(b"IDAT") - 4
+    return png[:at] + _png_chunk(b"eXIf", _exif_with_orientation(orientation)) + png[at:]
+
+
+def test_16bit_colour_png_keeps_16_bits_and_its_orientation(tmp_path: Path) -> None:
+    pixels = _levels(3, 16)
+    write_image(tmp_path / "a.png", pixels, bit_depth=16)
+    (tmp_path / "o.png").write_bytes(_with_exif_chunk((tmp_path / "a.png").read_bytes(), 6))
+    loaded = read_image(tmp_path / "o.png")
+    assert loaded.bit_depth == 16 and loaded.orientation == 6
+    assert torch.equal(loaded.pixels, torch.rot90(pixels, -1, (1, 2)))
+
+
+def test_16bit_gray_alpha_png_is_read_as_16bit_gray(tmp_path: Path) -> None:
+    samples = np.random.default_rng(7).integers(0, 65536, (4, 5, 2), dtype=np.uint16)
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in samples)
+    header = (5).to_bytes(4, "big") + (4).to_bytes(4, "big") + bytes([16, 4, 0, 0, 0])  # colour type 4: gray+alpha
+    (tmp_path / "la.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+                                      + _png_chunk(b"IDAT", zlib.compress(rows)) + _png_chunk(b"IEND", b""))
+    with pytest.warns(UserWarning, match="alpha"):
+        loaded = read_image(tmp_path / "la.png")
+    assert loaded.bit_depth == 16 and loaded.had_alpha
+    assert torch.equal(loaded.pixels, torch.from_numpy(samples[None, ..., 0].astype(np.float32) / 65535))
+
+
+def test_float_tiff_orientation_is_applied(tmp_path: Path) -> None:
+    values = np.random.default_rng(8).random((3, 6, 9), dtype=np.float32)
+    tifffile.imwrite(tmp_path / "o.tif", values, photometric="rgb", planarconfig="separate",
+                     extratags=[(274, "H", 1, 7, False)])  # transverse: transpose, then rotate 180 degrees
+    loaded = read_image(tmp_path / "o.tif")
+    assert loaded.bit_depth == 32 and loaded.orientation == 7
+    assert torch.equal(loaded.pixels, torch.from_numpy(values).transpose(1, 2).flip((1, 2)))
+
+
+def test_damaged_exif_reads_as_stored(tmp_path: Path) -> None:
+    grid = np.random.default_rng(9).integers(0, 256, (5, 7), dtype=np.uint8)
+    Image.fromarray(grid).save(tmp_path / "e.png", exif=b"Exif\x00\x00not a TIFF header")
+    loaded = read_image(tmp_path / "e.png")
+    assert loaded.orientation == 1 and torch.equal(loaded.pixels, torch.from_numpy(grid / 255.0).float()[None])
+
+
+def test_jpeg_quality_is_honoured(tmp_path: Path) -> None:
+    pixels = _levels(3, 8)
+    write_image(tmp_path / "low.jpg", pixels, jpeg_quality=20)
+    write_image(tmp_path / "high.jpeg", pixels, jpeg_quality=98)
+    assert (tmp_path / "low.jpg").stat().st_size < (tmp_path / "high.jpeg").stat().st_size
+    with Image.open(tmp_path / "high.jpeg") as img:
+        assert img.format == "JPEG" and img.mode == "RGB" and img.size == (17, 13)

@@ -10,7 +10,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from common.errors import InputError
-from common.images import to_8bit
+from common.pixels import to_8bit
 from common.metrics import Scores, psnr, psnr_8bit, score, ssim
 
 

@@ -11,7 +11,8 @@ import pytest
 import tifffile
 
 from common.errors import InputError
-from common.images import read_image, to_8bit, write_image
+from common.images import read_image, write_image
+from common.pixels import to_8bit
 from common.prior_files import PriorFormat
 from dvi.config import OPTIONS, PRESETS, Config, load_preset
 from dvi.interface.cli import build_parser, main, parse
