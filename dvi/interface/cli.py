@@ -71,6 +71,7 @@ class Outputs:
 
     denoised: Path
     components: int = 0
+    figure: bool = False  # --figure: <name>_figure.png, the side-by-side picture (dvi.figures)
 
     @property
     def variance(self) -> Path:
@@ -80,12 +81,16 @@ class Outputs:
     def uncertainty(self) -> Path:
         return self.denoised.with_name(f"{self.denoised.stem}_uncertainty.png")
 
+    @property
+    def picture(self) -> Path:
+        return self.denoised.with_name(f"{self.denoised.stem}_figure.png")
+
     def component(self, kind: str, k: int) -> Path:
         return self.denoised.with_name(f"{self.denoised.stem}_{kind}{k}.png")
 
     @property
     def all(self) -> list[Path]:
-        return [self.denoised, self.variance, self.uncertainty,
+        return [self.denoised, self.variance, self.uncertainty, *([self.picture] if self.figure else []),
                 *(self.component(kind, k) for k in range(self.components) for kind in ("mean", "pi"))]
 
 
@@ -96,7 +101,8 @@ def plan_outputs(args: Namespace, config: Config) -> list[Outputs]:
     if len(args.image) > 1 and args.clean is not None:
         raise InputError("--clean goes with a single --image")
     components = config.method.components if args.save_components else 0
-    plans = [Outputs(args.output or args.output_dir / f"{path.stem}_denoised.png", components) for path in args.image]
+    plans = [Outputs(args.output or args.output_dir / f"{path.stem}_denoised.png", components, args.figure)
+             for path in args.image]
     names = [p.denoised.resolve() for p in plans]
     if len(set(names)) < len(names):
         raise InputError("two --image files have the same name, so their outputs would collide; rename one")
@@ -106,9 +112,11 @@ def plan_outputs(args: Namespace, config: Config) -> list[Outputs]:
     return plans
 
 
-def write_outputs(plan: Outputs, result: FitResult, *, bit_depth: int, protect: list[Path]) -> None:
+def write_outputs(plan: Outputs, result: FitResult, *, bit_depth: int, protect: list[Path], noisy: Tensor,
+                  clean: Tensor | None = None) -> None:
     """Publish every file of one image together (:class:`common.publish.OutputGroup`): when one cannot
-    be written, none of them appears (files they would have replaced are kept)."""
+    be written, none of them appears (files they would have replaced are kept). ``noisy`` and ``clean``
+    are the figure's panels (``--figure``)."""
     from common.images import write_array, write_image
     from common.publish import OutputGroup
 
@@ -120,6 +128,11 @@ def write_outputs(plan: Outputs, result: FitResult, *, bit_depth: int, protect: 
         write_array(plan.variance, result.variance, group=group)
         std = result.variance.sqrt()
         write_image(plan.uncertainty, std / std.max().clamp_min(1e-12), group=group)
+        if plan.figure:
+            from dvi.figures import comparison_png, result_panels
+
+            panels = result_panels(noisy, clean=clean, denoised=result.denoised, variance=result.variance)
+            group.add(plan.picture, comparison_png(panels, suptitle=plan.denoised.stem), protect=protect)
         for k in range(0 if tiled else plan.components):
             write_image(plan.component("mean", k), result.component_means[k], group=group)
             write_image(plan.component("pi", k), result.component_weights[k], group=group)
@@ -151,7 +164,8 @@ def denoise(args: Namespace) -> None:
     written = 0
     try:
         for index, result in fits:
-            write_outputs(plans[index], result, bit_depth=images[index].bit_depth, protect=protect)
+            write_outputs(plans[index], result, bit_depth=images[index].bit_depth, protect=protect,
+                          noisy=images[index].pixels, clean=clean if index == 0 else None)
             written += 1
             report_written(plans[index], result, clean)
     except Interrupted as err:
@@ -202,6 +216,9 @@ def build_parser(*, preset: str = "reference") -> ArgumentParser:
     d.add_argument("--clean", type=Path, default=None, help="a clean reference: PSNR/SSIM are logged and printed (default: none)")
     d.add_argument("--save-components", dest="save_components", action="store_true",
                    help="also write each component's mean <out>_mean<k>.png and weight map <out>_pi<k>.png (last step)")
+    d.add_argument("--figure", action="store_true",
+                   help="also write <out>_figure.png: noisy, denoised, uncertainty (and --clean) side by side, "
+                        "with a zoomed inset and PSNR/SSIM under each panel")
     d.add_argument("--overwrite", action="store_true",
                    help="replace output files that exist already (without it an existing output, or any of its "
                         "companion files, is refused before the fit, with exit status 2)")

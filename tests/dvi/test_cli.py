@@ -256,3 +256,27 @@ def test_nan_loss_retries_with_new_seed_then_reports_divergence(tiny_priors, tmp
     assert calls[-2 * steps:] == [7] * steps + [8] * steps  # the second attempt ran with a new seed
     runs = sorted(p.name for p in (tmp_path / "runs" / "dvi").iterdir())
     assert len(runs) == 2 and runs[1].endswith("-seed8")
+
+
+def test_denoise_figure_shows_noisy_denoised_uncertainty_and_the_clean_reference(tiny_priors, tmp_path, capsys):
+    from dvi.figures import SETTINGS
+
+    noisy, clean = write_pair(tmp_path)
+    width = {with_clean: round((4 if with_clean else 3) * SETTINGS.panel_width * SETTINGS.dpi)
+             for with_clean in (True, False)}
+    for with_clean in (True, False):
+        out = tmp_path / f"out{with_clean}" / "result.png"
+        main(["denoise", "--image", str(noisy), "--priors", str(tiny_priors[3]), *FAST, "--output", str(out),
+              "--figure", *(["--clean", str(clean)] if with_clean else [])])
+        with Image.open(out.with_name("result_figure.png")) as figure:
+            assert figure.format == "PNG" and figure.size[0] == width[with_clean]
+    main(["denoise", "--image", str(noisy), "--priors", str(tiny_priors[3]), *FAST, "--output", "plain/result.png"])
+    assert not (tmp_path / "plain" / "result_figure.png").exists()  # only with --figure
+    # the figure is one of the image's outputs: an existing one is refused before the fit, like the others
+    for name in ("result.png", "result_variance.tif", "result_uncertainty.png"):
+        (tmp_path / "outFalse" / name).unlink()
+    capsys.readouterr()
+    line = one_error_line(main, ["denoise", "--image", str(noisy), "--priors", str(tiny_priors[3]), *FAST,
+                                 "--output", str(tmp_path / "outFalse" / "result.png"), "--figure"], capsys)
+    assert "result_figure.png" in line and "--overwrite" in line
+    assert not (tmp_path / "outFalse" / "result.png").exists()

@@ -149,3 +149,57 @@ def test_bad_pairs_end_with_one_error_line(case, tiny_priors, tmp_path, capsys):
                 "nothing_given": "--list FILE"}[case]
     assert expected in line, line
     assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_methods_are_rows_of_one_table_and_figures_show_each_pair(tiny_priors, tmp_path, capsys, monkeypatch):
+    """--methods: one row per image and method, the baselines at the row's own delta (the same for all methods of
+    an image); --figures: one side-by-side PNG per pair with a panel per result, and the PSNR plot."""
+    from PIL import Image
+
+    from dvi.baselines import denoise_baseline
+    from dvi.figures import SETTINGS
+
+    data = tmp_path / "data"
+    write_pair(data, "a", 1)
+    write_pair(data, "b", 2)
+    fits = count_fits(monkeypatch)
+    main(["evaluate", "--noisy", "data", "--clean", "data", "--output", "out", "--priors", str(tiny_priors[3]), *FAST,
+          "--methods", "wavelet", "scoredvi", "noisy", "nlm", "--figures"])
+    assert len(fits) == 2
+    rows = read_rows(tmp_path / "out" / "results.csv")
+    assert sorted((row["name"], row["method"]) for row in rows) == sorted(
+        (name, method) for name in ("a", "b") for method in ("scoredvi", "noisy", "nlm", "wavelet"))
+    for name in ("a", "b"):
+        mine = {row["method"]: row for row in rows if row["name"] == name}
+        assert len({row["delta"] for row in mine.values()}) == 1  # one noise estimate for every method
+        noisy = read_image(data / f"{name}_noisy.png").pixels
+        clean = read_image(data / f"{name}_clean.png").pixels
+        assert float(mine["noisy"]["psnr"]) == pytest.approx(psnr(noisy, clean), abs=1e-3)
+        nlm = denoise_baseline("nlm", noisy, delta=float(mine["nlm"]["delta"]))
+        assert float(mine["nlm"]["psnr"]) == pytest.approx(psnr(nlm, clean), abs=0.02)
+        assert float(mine["wavelet"]["psnr"]) > float(mine["noisy"]["psnr"])
+        assert mine["nlm"]["lambda"] == "" and mine["scoredvi"]["lambda"] != ""  # fit columns are ScoreDVI's
+        with Image.open(tmp_path / "out" / f"{name}_figure.png") as figure:  # noisy, ScoreDVI, std, NLM, wavelet, clean
+            assert figure.size == (round(6 * SETTINGS.panel_width * SETTINGS.dpi), round(SETTINGS.panel_height * SETTINGS.dpi))
+    with Image.open(tmp_path / "out" / "psnr_by_image.png") as plot:
+        assert plot.format == "PNG"
+    out = capsys.readouterr().out
+    for method in ("scoredvi", "noisy", "nlm", "wavelet"):
+        assert set(summary_rows(out, method)) == {"a", "b", "all"}, method
+
+
+def test_baselines_alone_fit_nothing_and_still_draw_figures(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from dvi.figures import SETTINGS
+
+    data = tmp_path / "data"
+    write_pair(data, "a", 1)
+    fits = count_fits(monkeypatch)
+    main(["evaluate", "--noisy", "data", "--clean", "data", "--output", "out", "--methods", "noisy", "wavelet",
+          "--figures", *FAST])
+    assert fits == []
+    assert [row["method"] for row in read_rows(tmp_path / "out" / "results.csv")] == ["noisy", "wavelet"]
+    assert not (tmp_path / "out" / "a_denoised.png").exists()
+    with Image.open(tmp_path / "out" / "a_figure.png") as figure:  # noisy, wavelet, clean
+        assert figure.size[0] == round(3 * SETTINGS.panel_width * SETTINGS.dpi)
