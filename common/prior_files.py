@@ -23,7 +23,7 @@ import torch
 
 from common.bfdncnn import BFDnCNN, bfdncnn_from_reference, is_reference_state_dict
 from common.errors import InputError
-from common.publish import check_writable, write_atomic
+from common.publish import check_writable, folder_lock, write_atomic
 from common.safe_load import load_weights
 
 FORMAT = "scoredvi-prior/1"
@@ -120,19 +120,21 @@ def export_prior(model: BFDnCNN, path: Path, meta: PriorMeta, *, manifest: bool 
     write_atomic(path, lambda handle: torch.save(payload, handle), protect=protect)
     digest = sha256_of(path)
     if manifest:
-        entries = read_manifest(path.parent)
-        entries[path.name] = {"sha256": digest, **payload["meta"]}
-        write_atomic(manifest_path, _json_bytes({"files": entries}), protect=protect)
+        with folder_lock(path.parent):  # another export into this folder must not drop this entry, nor this one its
+            entries = read_manifest(path.parent)
+            entries[path.name] = {"sha256": digest, **payload["meta"]}
+            write_atomic(manifest_path, _json_bytes({"files": entries}), protect=protect)
     return digest
 
 
 def update_manifest_entry(path: Path, **fields: Any) -> None:
     """Add or replace metadata ``fields`` of the manifest entry of ``path`` (which must be listed)."""
-    entries = read_manifest(path.parent)
-    if path.name not in entries:
-        raise InputError(f"{path.name} is not listed in {path.parent / MANIFEST_NAME}; export it first")
-    entries[path.name].update(fields)
-    write_json_atomic(path.parent / MANIFEST_NAME, {"files": entries})
+    with folder_lock(path.parent):
+        entries = read_manifest(path.parent)
+        if path.name not in entries:
+            raise InputError(f"{path.name} is not listed in {path.parent / MANIFEST_NAME}; export it first")
+        entries[path.name].update(fields)
+        write_json_atomic(path.parent / MANIFEST_NAME, {"files": entries})
 
 
 def verify_against_manifest(path: Path) -> None:

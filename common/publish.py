@@ -23,11 +23,12 @@ Typical use (``encode_image`` / ``write_image(..., group=)`` in :mod:`common.ima
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -230,3 +231,23 @@ def _roll_back(done: list[tuple[Path, str | None]]) -> None:
                 os.unlink(target)
         except OSError:
             pass  # best effort: the original error is the one to report
+
+
+@contextlib.contextmanager
+def folder_lock(folder: PathLike) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``folder`` itself (no lock file is left) for the block: for a
+    read-modify-write of a file in it, such as two exports adding their entries to one MANIFEST.json at once.
+    Waits while another process (or another descriptor of this one) holds it; without ``fcntl`` (Windows) or
+    where a folder cannot be opened, the block runs unlocked."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -121,3 +121,24 @@ def test_damaged_prior_message_is_one_whole_line(tmp_path):
         message = str(caught.value)
         assert expected in message and str(path) in message and "\n" not in message
         assert "weights_only" not in message and message.endswith("or a reference state dict")
+
+
+def test_an_export_waits_for_the_manifest_of_its_folder_so_concurrent_exports_keep_every_entry(tmp_path):
+    """Two trainings exporting into one folder at once lost one MANIFEST.json entry (read-modify-write race):
+    while the folder is locked (as by another export), an export does not touch the manifest."""
+    import threading
+    import time
+
+    from common.publish import folder_lock
+
+    meta = PriorMeta(channels=3, depth=4, features=8, training_data="unit")
+    export_prior(tiny(), tmp_path / "a.pt", meta)
+    with folder_lock(tmp_path):
+        worker = threading.Thread(target=export_prior, args=(tiny(), tmp_path / "b.pt", meta))
+        worker.start()
+        time.sleep(0.5)
+        assert worker.is_alive()
+        assert list(json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]) == ["a.pt"]
+    worker.join(timeout=30)
+    assert sorted(json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]) == ["a.pt", "b.pt"]
+    assert list(tmp_path.iterdir()) and not [p for p in tmp_path.iterdir() if "lock" in p.name]  # no lock file left
