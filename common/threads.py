@@ -6,10 +6,10 @@ nowhere else (a library call leaves the caller's thread settings alone):
 1. :func:`prefer_passive_wait`, before torch is imported: OpenMP's idle threads sleep at once
    (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning on a core. With the spinning default, two torch
    processes on 2 cores steal each other's cores and run several times slower together than one after
-   the other; measured in docs/performance.md ("Several processes on one machine").
+   the other; measured in docs/performance.md ("Several fits at once").
 2. :func:`cpu_threads`: torch's intra-op threads = the cores this process may run on
    (``os.sched_getaffinity``: taskset, a cgroup cpuset, a batch-system allocation) divided by the
-   processes of one machine (``LOCAL_WORLD_SIZE``, set by torchrun and Lightning's launchers), at least 1.
+   processes of one machine (``LOCAL_WORLD_SIZE``, as torchrun sets it), at least 1.
 
 An environment variable the user set wins over both: ``OMP_WAIT_POLICY``, and ``OMP_NUM_THREADS`` (then
 torch's own setting is kept).
