@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.machine import cpu_description
 
 VARIANTS = ("spin", "passive", "one-thread")
 
@@ -54,18 +55,6 @@ def run_together(variant: str, image: Path, copies: int, extra: list[str], work:
     return times
 
 
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``) and whether it has AVX512 / AVX2."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
-    simd = "AVX512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
-    return f"{name} ({simd}, {os.cpu_count()} logical CPUs)"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image", type=Path, default=Path("examples/kodim23_noisy.png"))
@@ -73,7 +62,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--fit-options", default="--preset fast", help="options of each denoise command")
     args = parser.parse_args()
-    print(f"{cpu_name()}; python -m dvi denoise --image {args.image} {args.fit_options}")
+    print(f"{cpu_description()}; python -m dvi denoise --image {args.image} {args.fit_options}")
     with tempfile.TemporaryDirectory() as folder:
         for variant in args.variants:
             alone = run_together(variant, args.image, 1, args.fit_options.split(), Path(folder))[0]

@@ -9,7 +9,7 @@ do not change the cost, so untrained 20-layer BF-DnCNNs stand in when --priors i
     python -m benchmarks.dvi_speed --sizes 64 128 --steps 3
     python -m benchmarks.dvi_speed --sizes 256 --compare mc_samples=5 mc_samples=2
     python -m benchmarks.dvi_speed --sizes 256 --batch 8 --precision bf16-mixed   # many images at once (GPU)
-    python -m benchmarks.dvi_speed --sizes 1008 --preset fast --profile 3   # one big tile, where the time goes
+    python -m benchmarks.dvi_speed --sizes 64 256 1008 --preset fast --profile 2   # where the time goes, by phase
     python -m benchmarks.dvi_speed --sizes 256 --compare cuda_graphs=false cuda_graphs=true   # CUDA graph on/off
     python -m benchmarks.dvi_speed --sizes 256 --memory 1 8 32   # measured peak memory vs dvi/fitting/memory.py
 """
@@ -17,7 +17,6 @@ do not change the cost, so untrained 20-layer BF-DnCNNs stand in when --priors i
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import time
 from collections.abc import Callable
@@ -29,13 +28,14 @@ from rich.table import Table
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.machine import cpu_description, nominal_peak_gflops, sgemm_gflops
 from benchmarks.timing import AUTOCAST, autocast, seconds_per_step
 from common.bfdncnn import BFDnCNN
 from common.prior_files import load_priors
 from common.errors import InputError
 from dvi.config import AUTO, OPTIONS, PRESETS, Config, load_preset
 from dvi.fitting.fit import build_module, fit_precision
-from dvi.fitting.module import GRAPH_WARMUP, ScoreDVI, standalone
+from dvi.fitting.module import GRAPH_WARMUP, PHASES, ScoreDVI, standalone
 
 
 def parse_overrides(text: str) -> dict[str, object]:
@@ -93,21 +93,42 @@ def training_step(module: ScoreDVI, optimiser: torch.optim.Optimizer, *, precisi
         if not module.automatic_optimization:  # the graph-ready step (--cuda-graphs) did the whole update
             return
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        with torch.profiler.record_function(PHASES["backward"]):
+            loss.backward()
+        with torch.profiler.record_function(PHASES["adam"]):
+            optimiser.step()
 
     return step
 
 
-def flop_per_step(step: Callable[[], None]) -> float:
-    """Floating-point operations of one step (forward, backward, priors), counted by PyTorch's FlopCounterMode.
+def count_flops(step: Callable[[], None]) -> FlopCounterMode:
+    """PyTorch's FlopCounterMode after one call of ``step`` (forward, backward, priors), counted per module.
 
     Count it on one image and multiply by B: the counter overcounts the backward of grouped
     convolutions (what vmap makes of B stacked nets; 10x instead of 4x for 4 groups, checked on
     torch 2.14), while the measured time per image does not grow with B."""
     with FlopCounterMode(display=False) as counter:
         step()
-    return float(counter.get_total_flops())
+    return counter
+
+
+def flop_per_step(step: Callable[[], None]) -> float:
+    """Floating-point operations of one step (see :func:`count_flops`)."""
+    return float(count_flops(step).get_total_flops())
+
+
+def flop_by_phase(step: Callable[[], None]) -> dict[str, float]:
+    """FLOP of one step by phase: ``nets`` (the forward operators inside the module's ``nets``), ``backward``
+    (every ``*_backward`` operator: the nets' backward; the priors have none, the score unit supplies their
+    gradient) and ``priors`` (the rest of the forward: the K prior calls). The ELBO and Adam are element-wise
+    and count no FLOP in FlopCounterMode."""
+    counts = count_flops(step).get_flop_counts()
+    everything = counts.get("Global", {})
+    backward = sum(n for op, n in everything.items() if "backward" in str(op))
+    nets = sum(n for name, ops in counts.items() if name.endswith(".nets") and name.count(".") == 1
+               for op, n in ops.items() if "backward" not in str(op))
+    return {"nets": float(nets), "priors": float(sum(everything.values()) - nets - backward),
+            "backward": float(backward)}
 
 
 # operators that only make a view or read metadata: no kernel runs for them on a GPU
@@ -137,26 +158,54 @@ def operators_per_step(step: Callable[[], None]) -> int:
     return counter.count
 
 
-def profile_steps(step: Callable[[], None], *, device: str, steps: int) -> None:
-    """Print where ``steps`` steps spend their time (torch.profiler; on a GPU, kernel time against wall time)."""
+def profile_steps(step: Callable[[], None], *, device: str, steps: int) -> tuple[object, float]:
+    """Run ``steps`` steps under torch.profiler (the step warmed up already); its events and the wall seconds
+    per step."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    step()
     with torch.profiler.profile(activities=activities) as profiler:
         start = time.perf_counter()
         for _ in range(steps):
             step()
         if device == "cuda":
             torch.cuda.synchronize()
-        wall = time.perf_counter() - start
-    events = profiler.key_averages()
-    key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-    print(events.table(sort_by=key, row_limit=20))
+        wall = (time.perf_counter() - start) / steps
+    return profiler.key_averages(), wall
+
+
+def phase_rows(events: object, *, wall: float, steps: int, flop: dict[str, float]) -> list[tuple[str, float, float | None]]:
+    """(phase, seconds per step, FLOP per step or None) for the :data:`PHASES` of a profiled step, then
+    ``other`` (the wall time outside them: zeroing gradients, Python, the profiler's own cost)."""
+    inclusive = {event.key: event.cpu_time_total / 1e6 / steps for event in events}  # type: ignore[attr-defined]
+    rows = [(phase, inclusive.get(label, 0.0), flop.get(phase)) for phase, label in PHASES.items()]
+    rows.append(("other", max(wall - sum(seconds for _, seconds, _ in rows), 0.0), None))
+    return rows
+
+
+def print_profile(step: Callable[[], None], *, size: int, label: str, device: str, steps: int,
+                  flop: dict[str, float], peak: float | None) -> None:
+    """Where one step's time goes, by phase: ms, share of the wall time, GFLOP, GFLOP/s and its fraction
+    of ``peak`` (the measured matrix-multiply rate, GFLOP/s); on a GPU, also the busiest kernels. The same
+    ``steps`` are first timed without the profiler (after one warm-up step), which costs a little itself."""
+    plain = seconds_per_step(step, device=device, steps=steps)
+    events, wall = profile_steps(step, device=device, steps=steps)
+    table = Table(title=f"profile: {size}x{size} px, {label}, {steps} steps: {1000 * plain:.0f} ms per step, "
+                        f"{1000 * wall:.0f} under torch.profiler")
+    for column in ("phase", "ms/step", "share", "GFLOP/step", "GFLOP/s", "of sgemm"):
+        table.add_column(column, justify="right")
+    rows = phase_rows(events, wall=wall, steps=steps, flop=flop)
+    for phase, seconds, count in rows:
+        rate = count / seconds / 1e9 if count and seconds > 0 else None
+        table.add_row(phase, f"{1000 * seconds:.1f}", f"{100 * seconds / wall:.0f}%",
+                      "" if count is None else f"{count / 1e9:.2f}", "" if rate is None else f"{rate:.1f}",
+                      "" if rate is None or not peak else f"{100 * rate / peak:.0f}%")
+    total = sum(flop.values())
+    table.add_row("step", f"{1000 * wall:.1f}", "100%", f"{total / 1e9:.2f}", f"{total / wall / 1e9:.1f}",
+                  f"{100 * total / wall / 1e9 / peak:.0f}%" if peak else "")
+    Console().print(table)
     if device == "cuda":
-        busy = sum(e.self_device_time_total for e in events) / 1e6
-        print(f"{steps} steps: {wall / steps * 1000:.1f} ms per step wall (under the profiler), kernels busy "
-              f"{busy / steps * 1000:.1f} ms per step ({100 * busy / wall:.0f}% of the wall time)")
+        print(events.table(sort_by="self_device_time_total", row_limit=15))  # type: ignore[attr-defined]
 
 
 def peak_memory_mb(device: str) -> float:
@@ -206,7 +255,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="images fitted concurrently (B)")
     parser.add_argument("--priors", nargs="+", default=None, help="prior files (default: untrained 20-layer nets)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="then profile N steps of the last size (torch.profiler) and print where the time goes")
+                        help="instead of timing: profile N steps at each size (torch.profiler) and print the time, "
+                             "FLOP and GFLOP/s of each phase of the step (the last --compare setting)")
     parser.add_argument("--preset", choices=PRESETS, default="reference",
                         help="the settings --settings and --compare start from")
     parser.add_argument("--settings", default="",
@@ -235,9 +285,26 @@ def main() -> None:
         memory_check(settings[config], size=args.sizes[0], batches=args.memory, priors=priors, device=args.device,
                      precision=precision[config])
         return
-    title = (f"ScoreDVI step time on {args.device} "
-             f"({torch.cuda.get_device_name() if args.device == 'cuda' else platform.machine()}, "
-             f"{torch.get_num_threads()} threads), torch {torch.__version__}")
+    machine = torch.cuda.get_device_name() if args.device == "cuda" else cpu_description()
+    print(f"{machine}; torch {torch.__version__}")
+    peak = None
+    if args.device == "cpu":
+        peak = sgemm_gflops()
+        nominal = nominal_peak_gflops()
+        print(f"fp32 peak: sgemm (2048x2048 torch.mm) {peak:.0f} GFLOP/s measured"
+              + (f", {nominal:.0f} GFLOP/s nominal (clock x 2 FMA units)" if nominal else ""))
+    if args.profile:
+        config = configs[-1]
+        label = f"{config or 'default'} ({args.preset} preset), {precision[config]}, batch {args.batch}"
+        for size in args.sizes:
+            y = torch.rand(args.batch, 3, size, size, device=args.device)
+            flop = {phase: args.batch * count for phase, count in flop_by_phase(training_step(
+                *build(settings[config], y[:1], priors=priors, device=args.device), precision=precision[config])).items()}
+            print_profile(training_step(*build(settings[config], y, priors=priors, device=args.device),
+                                        precision=precision[config]),
+                          size=size, label=label, device=args.device, steps=args.profile, flop=flop, peak=peak)
+        return
+    title = f"ScoreDVI step time on {args.device}, {torch.get_num_threads()} threads"
     table = Table(title=title)
     for column in ("size", "settings", "precision", "batch", "ms/step", "s/image", "images/s", "TFLOP/s", "ops/step",
                    "peak MB"):
@@ -263,12 +330,6 @@ def main() -> None:
             a, b = (min(timings[c]) for c in configs)
             table.add_row(str(size), "ratio B/A", "", "", f"{b / a:.3f}", "", "", "", "", "")
     Console().print(table)
-    if args.profile:
-        config = configs[-1]
-        print(f"profile: {args.sizes[-1]} px, {config or 'default'} ({args.preset} preset), batch {args.batch}")
-        profile_steps(training_step(*models[config], precision=precision[config]), device=args.device,
-                      steps=args.profile)
-
 
 if __name__ == "__main__":
     main()

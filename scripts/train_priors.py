@@ -43,7 +43,9 @@ class Recipe:
     off (for runs whose output goes to a log file); ``noise`` the noise-level law and loss weighting
     (prior_training/noise.py, ``--model.light_fraction`` etc.); ``tag`` names a separate run ``<key>-<tag>``;
     ``ema_decay`` validates, checkpoints and exports an exponential moving average of the weights
-    (Lightning's EMAWeightAveraging, ``avg = decay * avg + (1 - decay) * w`` after each step).
+    (Lightning's EMAWeightAveraging, ``avg = decay * avg + (1 - decay) * w`` after each step);
+    ``depth``/``features`` the BF-DnCNN's layers and channels (``--model.depth``/``--model.features``;
+    None: stage 1's default, the 20 x 64 net), e.g. a light prior set for the fast preset.
     """
 
     patch_size: int = 50
@@ -58,6 +60,8 @@ class Recipe:
     noise: NoiseRecipe = NoiseRecipe()
     tag: str = ""
     ema_decay: float | None = None
+    depth: int | None = None
+    features: int | None = None
 
 
 def group_folders(corpus: Path, work: Path) -> dict[str, Path]:
@@ -133,6 +137,10 @@ def train_command(key: str, folders: dict[str, Path], *, minutes: float, runs: P
     if recipe.ema_decay is not None:
         command += ["--trainer.callbacks+=lightning.pytorch.callbacks.EMAWeightAveraging",
                     f"--trainer.callbacks.decay={recipe.ema_decay}"]
+    if recipe.depth is not None:
+        command += ["--model.depth", str(recipe.depth)]
+    if recipe.features is not None:
+        command += ["--model.features", str(recipe.features)]
     if recipe.quiet:
         command += ["--progress_bar.refresh_rate", "0"]
     if last.is_file():
@@ -212,12 +220,15 @@ def main() -> None:
     parser.add_argument("--weight-offset", type=float, default=noise.weight_offset, help="c of the weights (0-255)")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="train with an exponential moving average of the weights (e.g. 0.995) and export it")
+    parser.add_argument("--depth", type=int, default=None, help="BF-DnCNN layers (default: stage 1's, 20)")
+    parser.add_argument("--features", type=int, default=None, help="BF-DnCNN channels (default: stage 1's, 64)")
     parser.add_argument("--tag", default="", help="train separate runs <key>-<tag> (e.g. a recipe candidate)")
     args = parser.parse_args()
     recipe = Recipe(patch_size=args.patch_size, images_per_batch=args.images_per_batch,
                     patches_per_image=args.patches_per_image, workers=args.workers, val_every=args.val_every,
                     pipeline=args.pipeline, scales=tuple(args.scales), precision=args.precision,
                     quiet=args.logs is not None, tag=args.tag, ema_decay=args.ema_decay,
+                    depth=args.depth, features=args.features,
                     noise=NoiseRecipe(light_fraction=args.light_fraction, sigma_floor=args.sigma_floor,
                                       loss_weighting=args.loss_weighting, weight_offset=args.weight_offset))
     folders = group_folders(args.corpus, args.work)

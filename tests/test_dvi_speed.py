@@ -28,3 +28,65 @@ def test_a_precision_it_cannot_time_is_one_line():
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
         "error: precision '64-true' (precision=64-true): dvi_speed times 32-true, 16-mixed, bf16-mixed"]
+
+
+def _small_step(priors):
+    import torch
+
+    from benchmarks.dvi_speed import build, configured, training_step
+    from dvi.config import load_preset
+
+    settings = configured(load_preset("fast"), "unet_width=8")
+    y = torch.rand(1, 3, 32, 32)
+    return training_step(*build(settings, y, priors=priors, device="cpu"), precision="32-true"), settings
+
+
+def test_flop_phases_split_the_total_and_the_priors_share_is_the_convolutions_of_the_k_priors():
+    import torch
+
+    from benchmarks.dvi_speed import flop_by_phase, flop_per_step
+    from common.bfdncnn import BFDnCNN
+
+    torch.manual_seed(0)
+    depth, features, channels, pixels = 4, 6, 3, 32 * 32
+    priors = [BFDnCNN(channels=channels, depth=depth, features=features).eval() for _ in range(3)]
+    step, settings = _small_step(priors)
+    phases = flop_by_phase(step)
+    assert sum(phases.values()) == flop_per_step(step)
+    # 2 FLOP per multiply-add, 9 taps, C->F, (depth-2) x F->F, F->C, per sample of each of the K components
+    per_call = 2 * 9 * pixels * (channels * features + (depth - 2) * features**2 + features * channels)
+    assert phases["priors"] == settings.method.components * settings.method.mc_samples * per_call
+    assert phases["nets"] > 0 and phases["backward"] > phases["nets"]  # backward: input and weight gradients
+
+
+def test_profile_times_every_phase_of_a_real_step():
+    from benchmarks.dvi_speed import phase_rows, profile_steps
+    from common.bfdncnn import BFDnCNN
+    from dvi.fitting.module import PHASES
+
+    step, _ = _small_step([BFDnCNN(channels=3, depth=3, features=4).eval()])
+    step()
+    events, wall = profile_steps(step, device="cpu", steps=2)
+    rows = {phase: seconds for phase, seconds, _ in phase_rows(events, wall=wall, steps=2, flop={})}
+    assert list(rows) == [*PHASES, "other"]
+    assert all(rows[phase] > 0 for phase in PHASES), rows
+    assert sum(rows[phase] for phase in PHASES) <= 1.01 * wall  # the labelled regions do not overlap
+
+
+def test_grouped_priors_compute_the_k_separate_priors():
+    import torch
+
+    from benchmarks.prior_forward import grouped, variants
+    from common.bfdncnn import BFDnCNN
+
+    torch.manual_seed(1)
+    folded = [BFDnCNN(channels=3, depth=4, features=5).folded().requires_grad_(False) for _ in range(3)]
+    x = torch.rand(2, 3, 3, 12, 12)
+    with torch.no_grad():
+        separate = torch.stack([net(x[:, k]) for k, net in enumerate(folded)], dim=1)
+        together = grouped(folded)(x.flatten(1, 2)).view_as(x)
+        torch.testing.assert_close(together, separate, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(separate[:, 0], separate[:, 1])  # the components really differ
+        calls = variants(folded, x)
+        for name in ("nchw", "nhwc", "grouped"):
+            torch.testing.assert_close(calls[name](), separate, rtol=1e-5, atol=1e-6)

@@ -70,7 +70,8 @@ def test_train_command_carries_the_recipe_and_run_folder(tmp_path: Path, lr: flo
     exported = tmp_path / "prior.pt"
     exported.write_bytes(b"")
     recipe = train_priors.Recipe(patch_size=64, images_per_batch=8, patches_per_image=6, workers=2, val_every=250,
-                                 pipeline="device", scales=(1.0, 0.8), precision="bf16-mixed", quiet=True)
+                                 pipeline="device", scales=(1.0, 0.8), precision="bf16-mixed", quiet=True,
+                                 depth=10, features=32)
     command, last = train_priors.train_command("B-gray", folders, minutes=2.5, runs=tmp_path / "runs",
                                                max_steps=2500, exported=exported, lr=lr, recipe=recipe)
     options = dict(zip(command[3::1], command[4::1]))
@@ -87,6 +88,10 @@ def test_train_command_carries_the_recipe_and_run_folder(tmp_path: Path, lr: flo
         "device", "[1.0, 0.8]", "bf16-mixed")
     assert options["--model.init_prior"] == str(exported)  # no last.ckpt yet: start from the exported prior
     assert ("--model.lr" in options) == (lr is not None)
+    assert (options["--model.depth"], options["--model.features"]) == ("10", "32")
+    default, _ = train_priors.train_command("B-gray", folders, minutes=2.5, runs=tmp_path / "runs", max_steps=2500,
+                                            exported=exported)
+    assert "--model.depth" not in default and "--model.features" not in default  # stage 1's own defaults
 
 
 def test_pack_without_a_corpus_is_one_line(tmp_path: Path) -> None:

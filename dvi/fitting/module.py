@@ -40,6 +40,9 @@ NOISE_STREAM = 1_000_003  # offset of the Monte-Carlo noise seed from the initia
 CHECK_EVERY = 50  # every this many steps a fit stops if no image's loss is finite any more
 GRAPH_WARMUP = 3  # eager steps (on a side stream) before the step is recorded as a CUDA graph
 GRAPH_TOLERANCE = 0.5  # relative change of a loss from the last warm-up to the first replay that means a bad graph
+# torch.profiler labels of the phases of one step (what benchmarks/dvi_speed.py --profile reports); no cost unprofiled
+PHASES = {"nets": "scoredvi/nets", "priors": "scoredvi/priors", "elbo": "scoredvi/elbo",
+          "backward": "scoredvi/backward", "adam": "scoredvi/adam"}
 
 
 class FitSteps(Dataset):
@@ -320,12 +323,15 @@ class ScoreDVI(L.LightningModule):
     def loss_terms(self) -> tuple[LossTerms, Maps]:
         """Forward of one step: the nets' maps for ``noisy``, the K priors on M samples each, the negative ELBO."""
         y = self.noisy
-        maps = self.maps(y)
-        surrogate = expected_log_prior_surrogate(maps.mu, maps.log_var, self.priors,
-                                                 samples=self.config.method.mc_samples, generators=self.generators)
-        hyper = Hyperpriors(alpha0=self.hyper_alpha0, beta0=self.hyper_beta0, d=self.hyper_dirichlet)
-        terms = negative_elbo(y=full_precision(y), **maps._asdict(), expected_log_prior=surrogate,
-                              weight=self.hyper_weight, hyper=hyper)
+        with torch.profiler.record_function(PHASES["nets"]):
+            maps = self.maps(y)
+        with torch.profiler.record_function(PHASES["priors"]):
+            surrogate = expected_log_prior_surrogate(maps.mu, maps.log_var, self.priors,
+                                                     samples=self.config.method.mc_samples, generators=self.generators)
+        with torch.profiler.record_function(PHASES["elbo"]):
+            hyper = Hyperpriors(alpha0=self.hyper_alpha0, beta0=self.hyper_beta0, d=self.hyper_dirichlet)
+            terms = negative_elbo(y=full_precision(y), **maps._asdict(), expected_log_prior=surrogate,
+                                  weight=self.hyper_weight, hyper=hyper)
         return terms, maps
 
     def graph_step(self) -> Step:
@@ -334,8 +340,10 @@ class ScoreDVI(L.LightningModule):
         cleared (or, in a graph, left as the capture made them). Logging and the moving averages stay outside."""
         assert self.adam is not None, "graph_step needs the optimiser of configure_optimizers"
         terms, maps = self.loss_terms()
-        terms.total.sum().backward()
-        self.adam.step()
+        with torch.profiler.record_function(PHASES["backward"]):
+            terms.total.sum().backward()
+        with torch.profiler.record_function(PHASES["adam"]):
+            self.adam.step()
         return Step(detached(terms), Maps(*(m.detach() for m in maps)))
 
     def run_step(self) -> Step:
