@@ -23,6 +23,7 @@ import torch
 
 from common.bfdncnn import BFDnCNN, bfdncnn_from_reference, is_reference_state_dict
 from common.errors import InputError
+from common.prior_sets import FULL_SET
 from common.publish import check_writable, folder_lock, write_atomic
 from common.safe_load import load_weights
 
@@ -53,6 +54,7 @@ class PriorMeta:
     steps: int = 0
     val_psnr: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    prior_set: str = FULL_SET  # the shipped set it belongs to (common/prior_sets.py): "full" or "light"
 
 
 def sha256_of(path: Path) -> str:
@@ -190,10 +192,15 @@ def load_prior(path: Path, *, channels: int | None = None, prior_format: PriorFo
     return model, meta
 
 
-def default_prior_paths(channels: int, *, folder: Path | None = None) -> list[Path]:
-    """The shipped priors for ``channels`` (1 or 3): manifest entries of that channel count, by name."""
+def default_prior_paths(channels: int, *, prior_set: str = FULL_SET, folder: Path | None = None) -> list[Path]:
+    """The shipped priors for ``channels`` (1 or 3): the manifest entries of that channel count and of ``prior_set``
+    (an entry's ``prior_set``, "full" where it names none), by name; the full set where ``prior_set`` has no entry
+    for the channel count (the light set is RGB only)."""
     folder = default_checkpoint_dir() if folder is None else folder
-    names = sorted(name for name, entry in read_manifest(folder).items() if entry.get("channels") == channels)
+    entries = {name: entry for name, entry in read_manifest(folder).items() if entry.get("channels") == channels}
+    names = sorted(name for name, entry in entries.items() if entry.get("prior_set", FULL_SET) == prior_set)
+    if not names and prior_set != FULL_SET:
+        names = sorted(name for name, entry in entries.items() if entry.get("prior_set", FULL_SET) == FULL_SET)
     if not names:
         kind = "grayscale" if channels == 1 else "RGB"
         raise InputError(f"no shipped {kind} priors in {folder}; pass --priors FILE [FILE ...] or train them with "
@@ -206,13 +213,14 @@ def load_priors(paths: list[Path], *, channels: int, prior_format: PriorFormat =
     return [load_prior(path, channels=channels, prior_format=prior_format)[0] for path in paths]
 
 
-def prior_loader(paths: list[Path] | None, *, prior_format: PriorFormat = PriorFormat.AUTO) -> Callable[[int], list[BFDnCNN]]:
-    """``channels -> priors``: ``paths`` (or the shipped defaults for that channel count), each loaded once."""
+def prior_loader(paths: list[Path] | None, *, prior_format: PriorFormat = PriorFormat.AUTO,
+                 prior_set: str = FULL_SET) -> Callable[[int], list[BFDnCNN]]:
+    """``channels -> priors``: ``paths`` (or the shipped ``prior_set`` for that channel count), each loaded once."""
     loaded: dict[int, list[BFDnCNN]] = {}
 
     def priors_for(channels: int) -> list[BFDnCNN]:
         if channels not in loaded:
-            loaded[channels] = load_priors(paths or default_prior_paths(channels), channels=channels,
+            loaded[channels] = load_priors(paths or default_prior_paths(channels, prior_set=prior_set), channels=channels,
                                            prior_format=prior_format)
         return loaded[channels]
 

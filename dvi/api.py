@@ -26,6 +26,7 @@ from common.errors import InputError
 from common.images import MAX_PIXELS, read_image
 from common.metrics import score
 from common.prior_files import PriorFormat, prior_loader
+from common.prior_sets import FULL_SET
 from dvi.config import PRESETS, Config, load_preset
 from dvi.fitting.fit import FitResult, check_size, noise_level
 from dvi.fitting.large import fit_many
@@ -143,14 +144,15 @@ class Denoised:
     fit: FitResult
 
 
-def priors_loader(priors: Sequence[str | Path] | None = None, *, prior_format: str = "auto"):  # noqa: ANN201
-    """``channels -> priors``: the given prior files, or the shipped ones for the channel count."""
+def priors_loader(priors: Sequence[str | Path] | None = None, *, prior_format: str = "auto",  # noqa: ANN201
+                  prior_set: str = FULL_SET):
+    """``channels -> priors``: the given prior files, or the shipped ``prior_set`` for the channel count."""
     try:
         fmt = PriorFormat(prior_format)
     except ValueError:
         raise InputError(f"--prior-format must be one of {', '.join(f.value for f in PriorFormat)}, "
                          f"not {prior_format!r}") from None
-    return prior_loader(None if priors is None else [Path(p) for p in priors], prior_format=fmt)
+    return prior_loader(None if priors is None else [Path(p) for p in priors], prior_format=fmt, prior_set=prior_set)
 
 
 def denoise_images(images: Sequence[Tensor], config: Config, *, priors: Sequence[str | Path] | None = None,
@@ -161,7 +163,7 @@ def denoise_images(images: Sequence[Tensor], config: Config, *, priors: Sequence
 
     Same-sized images are fitted ``config.runtime.batch`` at a time, large ones in tiles
     (:func:`dvi.fitting.large.fit_many`); every prior file is checked before the first fit."""
-    load = priors_loader(prior_list(priors), prior_format=prior_format)
+    load = priors_loader(prior_list(priors), prior_format=prior_format, prior_set=config.method.prior_set)
     for image in images:
         check_size(image, config)  # every image before the first fit (not after the first is published)
     for channels in sorted({image.shape[0] for image in images}):

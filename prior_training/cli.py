@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from common.errors import InputError, exit_on_input_error
 from common.threads import apply_cpu_threads
 from common.prior_files import PriorMeta, export_prior
+from common.prior_sets import FULL_SET, PRIOR_SETS
 from common.trainer import RUNS_DIR, ProgressBar, quiet_lightning, resolve_precision
 from prior_training.checkpoints import read_checkpoint, safe_checkpoint_globals
 from prior_training.data import PatchDataModule
@@ -167,8 +168,10 @@ def help_hint(argv: list[str]) -> str:
     return f"'python -m prior_training --help' (commands: {', '.join(COMMANDS)})"
 
 
-def export(checkpoint: Path, out: Path, *, training_data: str | None = None) -> str:
-    """Write the denoiser of a Lightning checkpoint as a small prior file; return its sha256."""
+def export(checkpoint: Path, out: Path, *, training_data: str | None = None, prior_set: str = FULL_SET) -> str:
+    """Write the denoiser of a Lightning checkpoint as a small prior file, recorded in the manifest beside it as
+    one of ``prior_set`` (common/prior_sets.py: the set stage 2 takes by default with ``--prior-set``); return
+    its sha256."""
     raw = read_checkpoint(checkpoint)
     try:
         hparams = {key: value for key, value in raw["hyper_parameters"].items()
@@ -184,7 +187,8 @@ def export(checkpoint: Path, out: Path, *, training_data: str | None = None) -> 
     meta = PriorMeta(channels=hp.channels, depth=hp.depth, features=hp.features,
                      sigma_range=(0.0, float(hp.sigma_max)), training_data=described,
                      training_noise=module.noise.describe(),
-                     steps=int(raw.get("global_step", 0)) + int(raw.get("steps_before", 0)), val_psnr=dict(raw.get("val_psnr", {})))
+                     steps=int(raw.get("global_step", 0)) + int(raw.get("steps_before", 0)), val_psnr=dict(raw.get("val_psnr", {})),
+                     prior_set=prior_set)
     return export_prior(module.denoiser.eval(), out, meta, protect=[checkpoint])
 
 
@@ -204,8 +208,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("checkpoint", type=Path, help="a .ckpt written by 'fit'")
         parser.add_argument("--out", type=Path, required=True, help="the prior file to write, e.g. checkpoints/NAME.pt")
         parser.add_argument("--training-data", default=None, help="description of the training data for the manifest")
+        parser.add_argument("--prior-set", choices=PRIOR_SETS, default=FULL_SET,
+                            help="the shipped set it joins: full, or light (what the fast preset uses)")
         args = parser.parse_args(argv[1:])
-        digest = export(args.checkpoint, args.out, training_data=args.training_data)
+        digest = export(args.checkpoint, args.out, training_data=args.training_data, prior_set=args.prior_set)
         print(f"wrote {args.out} (sha256 {digest})")
         return
     run_lightning(argv)

@@ -165,7 +165,7 @@ class Recorder:
             from common.prior_files import sha256_of
             from dvi.interface.inputs import prior_paths
 
-            hashes = [sha256_of(path) for path in prior_paths(self.priors, channels)]
+            hashes = [sha256_of(path) for path in prior_paths(self.priors, channels, self.config)]
             method = self.config.method
             self._cache[channels] = {
                 "config_id": configuration_id(self.config, crop=self.crop, prior_hashes=hashes,

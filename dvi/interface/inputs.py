@@ -20,18 +20,19 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-def prior_paths(priors: Sequence[Path] | None, channels: int) -> list[Path]:
-    """The prior files a ``channels``-channel image is fitted with: ``--priors`` or the shipped set."""
+def prior_paths(priors: Sequence[Path] | None, channels: int, config: Config) -> list[Path]:
+    """The prior files a ``channels``-channel image is fitted with: ``--priors`` or the shipped set of
+    ``config.method.prior_set``."""
     from common.prior_files import default_prior_paths
 
-    return list(priors) if priors else default_prior_paths(channels)
+    return list(priors) if priors else default_prior_paths(channels, prior_set=config.method.prior_set)
 
 
 def announce_prior_reuse(priors: Sequence[Path] | None, channels: Iterable[int], config: Config) -> None:
     """One note line when the K components share fewer prior files (component k uses prior k mod count;
     :class:`dvi.fitting.module.ScoreDVI`), for ``--priors`` and for the shipped set of each channel count."""
     components = config.method.components
-    for count in sorted({len(prior_paths(priors, c)) for c in set(channels)}):
+    for count in sorted({len(prior_paths(priors, c, config)) for c in set(channels)}):
         if count < components:
             shared = f"{count} priors" if count > 1 else "1 prior"
             print(f"note: {components} components share {shared} (component k uses prior k mod {count})")
@@ -49,7 +50,7 @@ def check_images(images: Sequence[tuple[Path, Tensor]], config: Config | None, *
         check_size(pixels, config, what=str(path))
     if config is None:
         return
-    load = priors_loader(priors, prior_format=prior_format)
+    load = priors_loader(priors, prior_format=prior_format, prior_set=config.method.prior_set)
     for channels in sorted({int(pixels.shape[0]) for _, pixels in images}):
         try:
             load(channels)

@@ -11,8 +11,11 @@ from common.prior_files import (
     MANIFEST_NAME,
     PriorFormat,
     PriorMeta,
+    default_prior_paths,
     export_prior,
     load_prior,
+    read_manifest,
+    write_json_atomic,
     sha256_of,
 )
 
@@ -33,6 +36,20 @@ def test_export_then_load_round_trips_weights_and_meta(tmp_path):
     y = torch.rand(1, 3, 12, 12)
     torch.testing.assert_close(loaded(y), model(y))
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_default_priors_are_the_chosen_set_of_the_channel_count_with_the_full_set_as_fallback(tmp_path):
+    for name, channels, prior_set in (("b.pt", 3, "full"), ("a.pt", 3, "full"), ("l.pt", 3, "light"),
+                                      ("g.pt", 1, "full")):
+        export_prior(tiny(channels), tmp_path / name, PriorMeta(channels=channels, depth=4, features=8,
+                                                                prior_set=prior_set))
+    entries = read_manifest(tmp_path)
+    del entries["b.pt"]["prior_set"]  # an entry written before sets existed is of the full set
+    write_json_atomic(tmp_path / MANIFEST_NAME, {"files": entries})
+    assert default_prior_paths(3, folder=tmp_path) == [tmp_path / "a.pt", tmp_path / "b.pt"]
+    assert default_prior_paths(3, prior_set="light", folder=tmp_path) == [tmp_path / "l.pt"]
+    assert default_prior_paths(1, prior_set="light", folder=tmp_path) == [tmp_path / "g.pt"]  # no light gray prior
+    assert load_prior(tmp_path / "l.pt")[1].prior_set == "light"
 
 
 def test_sha256_mismatch_is_refused(tmp_path):

@@ -171,6 +171,29 @@ def test_reused_priors_are_announced(tiny_priors, tmp_path, capsys, monkeypatch)
     assert notes == ["note: 2 components share 1 prior (component k uses prior k mod 1)"]
 
 
+def test_prior_set_chooses_the_shipped_priors_a_fit_uses(tiny_priors, tmp_path, capsys, monkeypatch):
+    """--prior-set light takes the manifest's light entry (the evaluate row records its sha256), full the others."""
+    from common.prior_files import PriorMeta, export_prior, load_prior, sha256_of
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    model, _ = load_prior(tiny_priors[3])
+    export_prior(model, shipped / "full.pt", PriorMeta(channels=3, depth=5, features=16))
+    model.conv_layers[0].weight.data.mul_(0.5)  # a different file
+    export_prior(model, shipped / "light.pt", PriorMeta(channels=3, depth=5, features=16, prior_set="light"))
+    monkeypatch.setenv("SCOREDVI_CHECKPOINTS", str(shipped))
+    monkeypatch.chdir(tmp_path)
+    image(tmp_path / "n.png")
+    image(tmp_path / "c.png")
+    (tmp_path / "l.txt").write_text("n.png c.png\n")
+    for prior_set in ("light", "full"):
+        main(["evaluate", "--list", "l.txt", *FAST, "--prior-set", prior_set, "--output", f"out_{prior_set}",
+                       "--progress", "false"])
+        row = (tmp_path / f"out_{prior_set}" / "results.csv").read_text().splitlines()
+        header, values = row[0].split(","), row[1].split(",")
+        assert values[header.index("priors")] == sha256_of(shipped / f"{prior_set}.pt")[:12]
+
+
 def test_too_small_max_memory_is_one_plain_line(tiny_priors, tmp_path, capsys, monkeypatch):
     """It printed a negative GiB and a 13-digit bytes-per-pixel figure."""
     monkeypatch.chdir(tmp_path)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from common.images import write_image
-from common.prior_files import MANIFEST_NAME, load_prior
+from common.prior_files import MANIFEST_NAME, default_prior_paths, load_prior, read_manifest
 from prior_training.cli import expand_shortcuts, main
 from tests import conftest
 from tests.conftest import smooth_image
@@ -34,6 +34,10 @@ def test_fit_writes_checkpoint_and_events_then_export_loads_and_denoises(image_f
     assert meta.steps >= 2 and set(meta.val_psnr) == {"0", "1", "2", "5", "15", "25", "50"}
     assert meta.training_noise == "sigma ~ 0.5 U[0,100] + 0.5 LogU[0.1,100] (0-255 scale), MSE weighted 1/(sigma+3)"
     assert (tmp_path / "ckpts" / MANIFEST_NAME).is_file()
+    assert read_manifest(tmp_path / "ckpts")["tiny.pt"]["prior_set"] == "full" == meta.prior_set
+    main(["export", str(best[0]), "--out", str(tmp_path / "ckpts" / "light.pt"), "--prior-set", "light"])
+    assert read_manifest(tmp_path / "ckpts")["light.pt"]["prior_set"] == "light"
+    assert default_prior_paths(3, prior_set="light", folder=tmp_path / "ckpts") == [tmp_path / "ckpts" / "light.pt"]
     y = torch.rand(1, 3, 20, 20)
     out_y = model(y)
     assert out_y.shape == y.shape and torch.isfinite(out_y).all()
