@@ -214,14 +214,16 @@ def load_priors(paths: list[Path], *, channels: int, prior_format: PriorFormat =
 
 
 def prior_loader(paths: list[Path] | None, *, prior_format: PriorFormat = PriorFormat.AUTO,
-                 prior_set: str = FULL_SET) -> Callable[[int], list[BFDnCNN]]:
-    """``channels -> priors``: ``paths`` (or the shipped ``prior_set`` for that channel count), each loaded once."""
+                 prior_set: str = FULL_SET, components: int | None = None) -> Callable[[int], list[BFDnCNN]]:
+    """``channels -> priors``: ``paths`` (or the shipped ``prior_set`` for that channel count), each loaded once;
+    only the first ``components`` files (None: all): component k uses prior k mod count, so later ones would
+    never be used."""
     loaded: dict[int, list[BFDnCNN]] = {}
 
     def priors_for(channels: int) -> list[BFDnCNN]:
         if channels not in loaded:
-            loaded[channels] = load_priors(paths or default_prior_paths(channels, prior_set=prior_set), channels=channels,
-                                           prior_format=prior_format)
+            chosen = (paths or default_prior_paths(channels, prior_set=prior_set))[:components]
+            loaded[channels] = load_priors(chosen, channels=channels, prior_format=prior_format)
         return loaded[channels]
 
     return priors_for

@@ -145,14 +145,16 @@ class Denoised:
 
 
 def priors_loader(priors: Sequence[str | Path] | None = None, *, prior_format: str = "auto",  # noqa: ANN201
-                  prior_set: str = FULL_SET):
-    """``channels -> priors``: the given prior files, or the shipped ``prior_set`` for the channel count."""
+                  prior_set: str = FULL_SET, components: int | None = None):
+    """``channels -> priors``: the first ``components`` (None: all) of the given prior files, or of the shipped
+    ``prior_set`` for the channel count."""
     try:
         fmt = PriorFormat(prior_format)
     except ValueError:
         raise InputError(f"--prior-format must be one of {', '.join(f.value for f in PriorFormat)}, "
                          f"not {prior_format!r}") from None
-    return prior_loader(None if priors is None else [Path(p) for p in priors], prior_format=fmt, prior_set=prior_set)
+    return prior_loader(None if priors is None else [Path(p) for p in priors], prior_format=fmt, prior_set=prior_set,
+                        components=components)
 
 
 def denoise_images(images: Sequence[Tensor], config: Config, *, priors: Sequence[str | Path] | None = None,
@@ -163,7 +165,8 @@ def denoise_images(images: Sequence[Tensor], config: Config, *, priors: Sequence
 
     Same-sized images are fitted ``config.runtime.batch`` at a time, large ones in tiles
     (:func:`dvi.fitting.large.fit_many`); every prior file is checked before the first fit."""
-    load = priors_loader(prior_list(priors), prior_format=prior_format, prior_set=config.method.prior_set)
+    load = priors_loader(prior_list(priors), prior_format=prior_format, prior_set=config.method.prior_set,
+                         components=config.method.components)
     for image in images:
         check_size(image, config)  # every image before the first fit (not after the first is published)
     for channels in sorted({image.shape[0] for image in images}):

@@ -21,21 +21,26 @@ if TYPE_CHECKING:
 
 
 def prior_paths(priors: Sequence[Path] | None, channels: int, config: Config) -> list[Path]:
-    """The prior files a ``channels``-channel image is fitted with: ``--priors`` or the shipped set of
-    ``config.method.prior_set``."""
+    """The prior files a ``channels``-channel image is fitted with: the first K (``config.method.components``)
+    of ``--priors`` or of the shipped set of ``config.method.prior_set`` (as :func:`dvi.api.priors_loader`)."""
     from common.prior_files import default_prior_paths
 
-    return list(priors) if priors else default_prior_paths(channels, prior_set=config.method.prior_set)
+    given = list(priors) if priors else default_prior_paths(channels, prior_set=config.method.prior_set)
+    return given[: config.method.components]
 
 
 def announce_prior_reuse(priors: Sequence[Path] | None, channels: Iterable[int], config: Config) -> None:
     """One note line when the K components share fewer prior files (component k uses prior k mod count;
-    :class:`dvi.fitting.module.ScoreDVI`), for ``--priors`` and for the shipped set of each channel count."""
+    :class:`dvi.fitting.module.ScoreDVI`), for ``--priors`` and for the shipped set of each channel count, and
+    one when ``--priors`` names more files than K (the first K are used)."""
     components = config.method.components
     for count in sorted({len(prior_paths(priors, c, config)) for c in set(channels)}):
         if count < components:
             shared = f"{count} priors" if count > 1 else "1 prior"
             print(f"note: {components} components share {shared} (component k uses prior k mod {count})")
+    if priors and len(priors) > components:  # the later files are not loaded (prior_paths)
+        used = "1 component uses the first" if components == 1 else f"{components} components use the first {components}"
+        print(f"note: {used} of the {len(priors)} --priors files")
 
 
 def check_images(images: Sequence[tuple[Path, Tensor]], config: Config | None, *,
@@ -50,7 +55,8 @@ def check_images(images: Sequence[tuple[Path, Tensor]], config: Config | None, *
         check_size(pixels, config, what=str(path))
     if config is None:
         return
-    load = priors_loader(priors, prior_format=prior_format, prior_set=config.method.prior_set)
+    load = priors_loader(priors, prior_format=prior_format, prior_set=config.method.prior_set,
+                         components=config.method.components)
     for channels in sorted({int(pixels.shape[0]) for _, pixels in images}):
         try:
             load(channels)

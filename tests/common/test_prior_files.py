@@ -14,6 +14,7 @@ from common.prior_files import (
     default_prior_paths,
     export_prior,
     load_prior,
+    prior_loader,
     read_manifest,
     write_json_atomic,
     sha256_of,
@@ -50,6 +51,7 @@ def test_default_priors_are_the_chosen_set_of_the_channel_count_with_the_full_se
     assert default_prior_paths(3, prior_set="light", folder=tmp_path) == [tmp_path / "l.pt"]
     assert default_prior_paths(1, prior_set="light", folder=tmp_path) == [tmp_path / "g.pt"]  # no light gray prior
     assert load_prior(tmp_path / "l.pt")[1].prior_set == "light"
+    assert len(prior_loader([tmp_path / "a.pt", tmp_path / "b.pt"], components=1)(3)) == 1  # only the first K files
 
 
 def test_sha256_mismatch_is_refused(tmp_path):

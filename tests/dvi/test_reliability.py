@@ -165,6 +165,10 @@ def test_reused_priors_are_announced(tiny_priors, tmp_path, capsys, monkeypatch)
     assert notes == ["note: 3 components share 1 prior (component k uses prior k mod 1)"]
     main([*argv, "--output", "b.png"])  # K = 1 with one prior: nothing to say
     assert "note:" not in capsys.readouterr().out
+    main(["denoise", "--image", "n.png", "--priors", str(tiny_priors[3]), str(tiny_priors[3]), *FAST,
+          "--output", "b2.png"])  # K = 1 of two files
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: 1 component uses the first of the 2 --priors files"]
     monkeypatch.setenv("SCOREDVI_CHECKPOINTS", str(tiny_priors[3].parent))  # a shipped set of one RGB prior
     main(["denoise", "--image", "n.png", *FAST, "--components", "2", "--output", "c.png"])
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
