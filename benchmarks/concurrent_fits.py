@@ -6,7 +6,9 @@ thread rules of :mod:`common.threads`:
 
 - ``spin``: OpenMP's default wait policy (idle threads spin for a while before they sleep), as before
   the rule: the command runs through ``python -c`` without ``OMP_WAIT_POLICY``;
-- ``passive``: ``python -m dvi`` as shipped (``OMP_WAIT_POLICY=PASSIVE`` set before torch loads);
+- ``passive``: ``python -m dvi`` as shipped (``OMP_WAIT_POLICY=PASSIVE`` after ``GOMP_SPINCOUNT=1000``
+  spins, set before torch loads);
+- ``no-spin``: the same with ``GOMP_SPINCOUNT=0`` (sleep at once: the rule before the short spin);
 - ``one-thread``: ``OMP_NUM_THREADS=1`` for every process.
 
     python -m benchmarks.concurrent_fits --image examples/kodim23_noisy.png --processes 2
@@ -24,17 +26,20 @@ from pathlib import Path
 
 from benchmarks.machine import cpu_description
 
-VARIANTS = ("spin", "passive", "one-thread")
+VARIANTS = ("spin", "passive", "no-spin", "one-thread")
+THREAD_VARIABLES = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")  # each variant sets its own
 
 
 def command(variant: str, image: Path, out: Path, extra: list[str]) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of one fit of ``variant``."""
-    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    env = {key: value for key, value in os.environ.items() if key not in THREAD_VARIABLES}
     args = ["denoise", "--image", str(image), "--output", str(out / "denoised.png"), *extra]
     if variant == "spin":
         return [sys.executable, "-c", "import sys; from dvi.interface.cli import main; main(sys.argv[1:])", *args], env
     if variant == "one-thread":
         env["OMP_NUM_THREADS"] = "1"
+    if variant == "no-spin":
+        env["GOMP_SPINCOUNT"] = "0"
     return [sys.executable, "-m", "dvi", *args], env
 
 

@@ -3,16 +3,18 @@
 Two rules, applied by the command-line entry points (``python -m dvi``, ``python -m prior_training``) and
 nowhere else (a library call leaves the caller's thread settings alone):
 
-1. :func:`prefer_passive_wait`, before torch is imported: OpenMP's idle threads sleep at once
-   (``OMP_WAIT_POLICY=PASSIVE``) instead of spinning on a core. With the spinning default, two torch
+1. :func:`prefer_passive_wait`, before torch is imported: OpenMP's idle threads spin only briefly
+   (``GOMP_SPINCOUNT=1000`` spins) and then sleep (``OMP_WAIT_POLICY=PASSIVE``) instead
+   of spinning on a core for long (libgomp's default is 300000 spins). With the default, two torch
    processes on 2 cores steal each other's cores and run several times slower together than one after
-   the other; measured in docs/performance.md ("Several fits at once").
+   the other; sleeping at once (no spin) costs one process alone about a quarter of its speed, each wake-up
+   being late; the short spin keeps both. Measured in docs/performance.md ("Several fits at once").
 2. :func:`cpu_threads`: torch's intra-op threads = the cores this process may run on
    (``os.sched_getaffinity``: taskset, a cgroup cpuset, a batch-system allocation) divided by the
    processes of one machine (``LOCAL_WORLD_SIZE``, as torchrun sets it), at least 1.
 
-An environment variable the user set wins over both: ``OMP_WAIT_POLICY``, and ``OMP_NUM_THREADS`` (then
-torch's own setting is kept).
+An environment variable the user set wins over both: ``OMP_WAIT_POLICY`` (then no spin count is set
+either), ``GOMP_SPINCOUNT``, and ``OMP_NUM_THREADS`` (then torch's own setting is kept).
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ import os
 from collections.abc import MutableMapping
 
 WAIT_POLICY = "PASSIVE"  # the OMP_WAIT_POLICY the entry points set when the user has not
+SPIN_COUNT = "1000"  # the GOMP_SPINCOUNT (libgomp, the OpenMP of torch's Linux wheels) set with it
 
 
 def prefer_passive_wait(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless it is set. Call before torch (and its OpenMP) is loaded."""
-    environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` and ``GOMP_SPINCOUNT`` (unless set) when the user has not set the
+    policy. Call before torch (and its OpenMP) is loaded."""
+    if "OMP_WAIT_POLICY" not in environ:
+        environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+        environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 
 def usable_cores() -> int:

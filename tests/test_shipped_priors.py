@@ -29,15 +29,18 @@ def test_manifest_lists_exactly_the_shipped_files_with_their_sha256():
     assert set(ENTRIES) == {path.name for path in FOLDER.glob("*.pt")}
     for name, entry in ENTRIES.items():
         assert sha256_of(FOLDER / name) == entry["sha256"], name
-        assert entry["architecture"] == "BFDnCNN" and entry["depth"] == 20 and entry["features"] == 64
+        size = {"full": (20, 64), "light": (10, 32)}[entry.get("prior_set", "full")]
+        assert entry["architecture"] == "BFDnCNN" and (entry["depth"], entry["features"]) == size, name
         assert entry["sigma_range"] == [0.0, 100.0] and entry["steps"] > 0 and entry["training_data"]
 
 
 @pytest.mark.parametrize("channels", [3, 1])
-def test_three_default_priors_per_channel_count(channels):
+def test_three_full_priors_per_channel_count_and_one_light_rgb_prior(channels):
     paths = default_prior_paths(channels)
     assert len(paths) == 3
     assert all(ENTRIES[p.name]["channels"] == channels for p in paths)
+    light = default_prior_paths(channels, prior_set="light")
+    assert [p.name for p in light] == (["bfdncnn_rgb_light.pt"] if channels == 3 else [p.name for p in paths])
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))

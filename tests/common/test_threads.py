@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common.threads import WAIT_POLICY, cpu_threads, prefer_passive_wait, usable_cores
+from common.threads import SPIN_COUNT, WAIT_POLICY, cpu_threads, prefer_passive_wait, usable_cores
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,10 +23,13 @@ def test_threads_are_the_usable_cores_divided_among_the_processes_of_the_machine
 def test_passive_wait_is_a_default_the_user_can_override():
     environ: dict[str, str] = {}
     prefer_passive_wait(environ)
-    assert environ == {"OMP_WAIT_POLICY": WAIT_POLICY}
+    assert environ == {"OMP_WAIT_POLICY": WAIT_POLICY, "GOMP_SPINCOUNT": SPIN_COUNT}
     environ = {"OMP_WAIT_POLICY": "ACTIVE"}
     prefer_passive_wait(environ)
     assert environ == {"OMP_WAIT_POLICY": "ACTIVE"}
+    environ = {"GOMP_SPINCOUNT": "0"}  # the user's spin count stays
+    prefer_passive_wait(environ)
+    assert environ == {"OMP_WAIT_POLICY": WAIT_POLICY, "GOMP_SPINCOUNT": "0"}
 
 
 def test_the_entry_points_set_the_wait_policy_before_torch_loads():

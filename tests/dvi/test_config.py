@@ -60,11 +60,12 @@ def test_presets_load_and_match_the_documented_values():
     reference, fast = Config(), load_preset("fast")
     assert (reference.method.steps, reference.method.components, reference.method.mc_samples) == (400, 3, 5)
     assert (reference.method.lr, reference.method.restart_sigma, reference.nets.unet_width) == (1e-3, 0.05, 64)
-    assert (fast.method.steps, fast.method.components, fast.method.mc_samples, fast.method.lr,
-            fast.method.restart_sigma, fast.nets.unet_width, fast.nets.aux_layers) == (100, 1, 1, 3e-3, 1.0, 32, 3)
+    assert (fast.method.steps, fast.method.components, fast.method.prior_set, fast.method.mc_samples, fast.method.lr,
+            fast.method.restart_sigma, fast.nets.unet_width, fast.nets.aux_layers) == (100, 1, "light", 1, 3e-3, 1.0, 32, 3)
     # everything else is the reference's
     changed = {key for key in OPTIONS if fast.get(key) != reference.get(key)}
-    assert changed == {"steps", "components", "mc_samples", "lr", "restart_sigma", "unet_width", "aux_layers"}
+    assert changed == {"steps", "components", "prior_set", "mc_samples", "lr", "restart_sigma", "unet_width",
+                       "aux_layers"}
     with pytest.raises(InputError, match="--preset"):
         load_preset("slow")
 
