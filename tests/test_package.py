@@ -26,7 +26,7 @@ def test_checkpoint_dir_is_the_checkpoints_package_unless_overridden(monkeypatch
     folder = default_checkpoint_dir()
     assert folder == Path(str(importlib.resources.files("checkpoints")))
     names = set(read_manifest(folder))
-    assert len(names) == 7 and all((folder / name).is_file() for name in names)
+    assert len(names) == 8 and all((folder / name).is_file() for name in names)
     assert (folder / "CORPUS.csv").is_file()
     monkeypatch.setenv(CHECKPOINTS_ENV, str(tmp_path))
     assert default_checkpoint_dir() == tmp_path

@@ -35,12 +35,12 @@ def test_manifest_lists_exactly_the_shipped_files_with_their_sha256():
 
 
 @pytest.mark.parametrize("channels", [3, 1])
-def test_three_full_priors_per_channel_count_and_one_light_rgb_prior(channels):
+def test_three_full_priors_and_one_light_prior_per_channel_count(channels):
     paths = default_prior_paths(channels)
     assert len(paths) == 3
     assert all(ENTRIES[p.name]["channels"] == channels for p in paths)
     light = default_prior_paths(channels, prior_set="light")
-    assert [p.name for p in light] == (["bfdncnn_rgb_light.pt"] if channels == 3 else [p.name for p in paths])
+    assert [p.name for p in light] == [f"bfdncnn_{'rgb' if channels == 3 else 'gray'}_light.pt"]
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
