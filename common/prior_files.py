@@ -195,7 +195,7 @@ def load_prior(path: Path, *, channels: int | None = None, prior_format: PriorFo
 def default_prior_paths(channels: int, *, prior_set: str = FULL_SET, folder: Path | None = None) -> list[Path]:
     """The shipped priors for ``channels`` (1 or 3): the manifest entries of that channel count and of ``prior_set``
     (an entry's ``prior_set``, "full" where it names none), by name; the full set where ``prior_set`` has no entry
-    for the channel count (the light set is RGB only)."""
+    for the channel count."""
     folder = default_checkpoint_dir() if folder is None else folder
     entries = {name: entry for name, entry in read_manifest(folder).items() if entry.get("channels") == channels}
     names = sorted(name for name, entry in entries.items() if entry.get("prior_set", FULL_SET) == prior_set)
@@ -213,16 +213,22 @@ def load_priors(paths: list[Path], *, channels: int, prior_format: PriorFormat =
     return [load_prior(path, channels=channels, prior_format=prior_format)[0] for path in paths]
 
 
+def chosen_prior_paths(paths: Sequence[Path] | None, channels: int, *, prior_set: str = FULL_SET,
+                       components: int | None = None) -> list[Path]:
+    """The prior files a ``channels``-channel fit uses: the first ``components`` (None: all) of ``paths``, or of the
+    shipped ``prior_set`` when ``paths`` is empty (component k uses prior k mod count, so later files would never
+    be used)."""
+    return list(paths or default_prior_paths(channels, prior_set=prior_set))[:components]
+
+
 def prior_loader(paths: list[Path] | None, *, prior_format: PriorFormat = PriorFormat.AUTO,
                  prior_set: str = FULL_SET, components: int | None = None) -> Callable[[int], list[BFDnCNN]]:
-    """``channels -> priors``: ``paths`` (or the shipped ``prior_set`` for that channel count), each loaded once;
-    only the first ``components`` files (None: all): component k uses prior k mod count, so later ones would
-    never be used."""
+    """``channels -> priors``: :func:`chosen_prior_paths` for that channel count, each loaded once."""
     loaded: dict[int, list[BFDnCNN]] = {}
 
     def priors_for(channels: int) -> list[BFDnCNN]:
         if channels not in loaded:
-            chosen = (paths or default_prior_paths(channels, prior_set=prior_set))[:components]
+            chosen = chosen_prior_paths(paths, channels, prior_set=prior_set, components=components)
             loaded[channels] = load_priors(chosen, channels=channels, prior_format=prior_format)
         return loaded[channels]
 

@@ -21,12 +21,12 @@ if TYPE_CHECKING:
 
 
 def prior_paths(priors: Sequence[Path] | None, channels: int, config: Config) -> list[Path]:
-    """The prior files a ``channels``-channel image is fitted with: the first K (``config.method.components``)
-    of ``--priors`` or of the shipped set of ``config.method.prior_set`` (as :func:`dvi.api.priors_loader`)."""
-    from common.prior_files import default_prior_paths
+    """The prior files a ``channels``-channel image is fitted with (:func:`common.prior_files.chosen_prior_paths`
+    for ``config``: the first K of ``--priors`` or of the shipped set of ``config.method.prior_set``)."""
+    from common.prior_files import chosen_prior_paths
 
-    given = list(priors) if priors else default_prior_paths(channels, prior_set=config.method.prior_set)
-    return given[: config.method.components]
+    return chosen_prior_paths(priors, channels, prior_set=config.method.prior_set,
+                              components=config.method.components)
 
 
 def announce_prior_reuse(priors: Sequence[Path] | None, channels: Iterable[int], config: Config) -> None:
