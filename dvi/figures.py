@@ -148,7 +148,7 @@ def psnr_plot_png(rows: Sequence[Mapping[str, str]], *, title: str = "", setting
         raise ValueError("no rows to plot")
     width = max(settings.plot_min_width, settings.plot_width_per_image * len(names) + 2.0)
     figure, canvas = _figure(width, settings.plot_height, settings.dpi)
-    axes = figure.add_axes((0.08, 0.3, 0.72, 0.6))
+    axes = figure.add_axes((0.08, 0.3, 0.9, 0.6))
     where = {name: index for index, name in enumerate(names)}
     for method in methods:
         points = sorted((where[row["name"]], float(row["psnr"])) for row in rows if row["method"] == method
@@ -161,7 +161,7 @@ def psnr_plot_png(rows: Sequence[Mapping[str, str]], *, title: str = "", setting
     axes.set_ylabel("PSNR (dB)")
     axes.grid(alpha=0.3)
     axes.set_title(title, fontsize=9)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    axes.legend(loc="best", fontsize=8, framealpha=0.8)  # inside the axes: labels outside were cut at the edge
     return _png(canvas, figure)
 
 
