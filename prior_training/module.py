@@ -43,8 +43,8 @@ class GaussianDenoiser(L.LightningModule):
     prior_training/noise.py): ``sigma_max``, ``light_fraction``, ``sigma_floor`` (0-255 scale) set
     ``p(sigma) = (1 - f) U[0, sigma_max] + f LogU[sigma_floor, sigma_max]``; ``loss_weighting`` and
     ``weight_offset`` set the loss: ``L = sum_b w_b mse_b / sum_b w_b`` with ``w_b = w(sigma_b)``, or
-    ``log_mse``'s ``L = mean_b ln(mse_b + (c/255)^2)``. With ``light_fraction 0`` and
-    ``loss_weighting mse`` this is the BF-CNN recipe.
+    ``log_mse``'s ``L = mean_b ln(mse_b + (c/255)^2)``. The defaults are the shipped priors' light-noise recipe
+    (NoiseRecipe); ``light_fraction 0`` with ``loss_weighting mse`` is the BF-CNN recipe.
 
     Training batches come either as clean patches (the DataLoader pipeline; noise is added here) or,
     with the device pipeline, as a step index: the batch of step ``global_step`` is then drawn from the

@@ -49,6 +49,10 @@ WEIGHTINGS: tuple[Weighting, ...] = get_args(Weighting)
 class NoiseRecipe:
     """The noise-level law and the loss weighting of one training run (equations: module docstring).
 
+    The defaults are the light-noise recipe every shipped prior was trained with (f = 0.3, ``log_mse`` with
+    c = 0.5; chosen by measurement, docs/priors.md "The light-noise recipe"); ``light_fraction=0`` with
+    ``loss_weighting="mse"`` is the BF-CNN recipe.
+
     Args:
         sigma_max: largest sigma (0-255 scale); both parts of the mixture end there.
         light_fraction: ``f``, the share of patches whose sigma is log-uniform, in [0, 1].
@@ -59,10 +63,10 @@ class NoiseRecipe:
     """
 
     sigma_max: float = SIGMA_MAX
-    light_fraction: float = 0.0
+    light_fraction: float = 0.3
     sigma_floor: float = 0.1
-    loss_weighting: Weighting = "mse"
-    weight_offset: float = 2.0
+    loss_weighting: Weighting = "log_mse"
+    weight_offset: float = 0.5
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.sigma_max) or self.sigma_max < 0:

@@ -6,9 +6,10 @@ after each round the prior is exported into ``--out`` (default ``checkpoints/``,
 Without a ``last.ckpt`` a prior starts from its exported file in ``--init`` (default ``--out``).
 Run it again (next session) to keep improving them. Needs the corpus of scripts/build_corpus.py.
 
-The default recipe is the BF-CNN one (Mohan et al., ICLR 2020): 50x50 patches, batch 128, the
-training images at scales 1, 0.9, 0.8, 0.7, all 8 flips/rotations, sigma ~ U[0, 100] (0-255 scale), Adam
-1e-3 with cosine decay to 1e-5 over ``--max-steps``; batches come from the device-resident sampler
+The default batches are the BF-CNN recipe's (Mohan et al., ICLR 2020): 50x50 patches, batch 128, the
+training images at scales 1, 0.9, 0.8, 0.7, all 8 flips/rotations; the noise levels and the loss are stage 1's
+defaults (the light-noise recipe, prior_training/noise.py; ``--light-fraction 0 --loss-weighting mse`` for
+the BF-CNN's sigma ~ U[0, 100] and plain MSE); Adam 1e-3 with cosine decay to 1e-5 over ``--max-steps``; batches come from the device-resident sampler
 (``--data.pipeline auto``). Set ``--max-steps`` to what the time budget allows, so that the decay ends
 with the budget.
 
@@ -35,7 +36,7 @@ GROUPS = {"A": "animals (gcompris)", "B": "outdoor scenes (wallpapers, monuments
 
 @dataclass(frozen=True)
 class Recipe:
-    """Batch, data and precision settings of one training run (defaults: the BF-CNN recipe, see the top).
+    """Batch, data and precision settings of one training run (defaults: see the top).
 
     A batch is ``images_per_batch * patches_per_image`` patches of ``patch_size`` pixels;
     ``pipeline``/``scales``/``workers`` are PatchDataModule's; validation (and ``last.ckpt``) every

@@ -26,7 +26,7 @@ def test_the_mixture_puts_its_share_below_each_level() -> None:
 
 
 def test_without_a_light_fraction_the_law_is_the_bfcnn_uniform_one() -> None:
-    drawn = NoiseRecipe().draw(1000, generator=torch.Generator().manual_seed(5))
+    drawn = NoiseRecipe(light_fraction=0.0).draw(1000, generator=torch.Generator().manual_seed(5))
     expected = torch.rand(1000, generator=torch.Generator().manual_seed(5)) * 100 / 255
     torch.testing.assert_close(drawn, expected)  # the same sequence as before the option existed
 
@@ -46,7 +46,7 @@ def test_the_weighted_loss_is_a_weighted_mean_of_the_patch_errors() -> None:
     expected = (per_patch[0] / 2 + per_patch[1] / 100) / (1 / 2 + 1 / 100)
     torch.testing.assert_close(recipe.loss(estimate, clean, sigma), expected)
     torch.testing.assert_close(recipe.loss(estimate, clean, sigma.new_full((2,), 0.1)), F.mse_loss(estimate, clean))
-    torch.testing.assert_close(NoiseRecipe().loss(estimate, clean, sigma), F.mse_loss(estimate, clean))
+    torch.testing.assert_close(NoiseRecipe(loss_weighting="mse").loss(estimate, clean, sigma), F.mse_loss(estimate, clean))
 
 
 @pytest.mark.parametrize(("option", "value"), [("light_fraction", 1.5), ("sigma_floor", 0.0), ("loss_weighting", "l1"),
@@ -93,7 +93,7 @@ def test_print_config_shows_the_recipe_options(capsys) -> None:  # noqa: ANN001
     with pytest.raises(SystemExit):
         main(["fit", "--print_config"])
     shown = capsys.readouterr().out
-    for line in ("light_fraction: 0.0", "sigma_floor: 0.1", "loss_weighting: mse", "weight_offset: 2.0",
+    for line in ("light_fraction: 0.3", "sigma_floor: 0.1", "loss_weighting: log_mse", "weight_offset: 0.5",
                  "monitor: val/worst_change"):
         assert line in shown, line
 
