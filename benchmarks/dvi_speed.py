@@ -3,7 +3,7 @@ kernel-launching operators per step (what bounds small images on a GPU).
 
 Runs the real training step of :class:`dvi.fitting.module.ScoreDVI` (forward of the four nets, K prior
 calls on M samples, ELBO, backward, Adam) in a plain loop on a synthetic noisy image; prior weights
-do not change the cost, so untrained 20-layer BF-DnCNNs stand in when --priors is not given.
+do not change the cost; without --priors the shipped RGB priors a fit of the configuration loads stand in.
 ``--compare A B`` runs two configurations alternately in one process and prints their ratio.
 
     python -m benchmarks.dvi_speed --sizes 64 128 --steps 3
@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.machine import cpu_description, nominal_peak_gflops, sgemm_gflops
 from benchmarks.timing import AUTOCAST, autocast, seconds_per_step
 from common.bfdncnn import BFDnCNN
-from common.prior_files import load_priors
+from common.prior_files import chosen_prior_paths, load_priors
 from common.errors import InputError
 from dvi.config import AUTO, OPTIONS, PRESETS, Config, load_preset
 from dvi.fitting.fit import build_module, fit_precision
@@ -253,7 +253,8 @@ def main() -> None:
                         help="autocast for every configuration (default: each one's precision setting, "
                              "resolved as a fit resolves it: auto is bf16-mixed on a GPU or a CPU with native bf16)")
     parser.add_argument("--batch", type=int, default=1, help="images fitted concurrently (B)")
-    parser.add_argument("--priors", nargs="+", default=None, help="prior files (default: untrained 20-layer nets)")
+    parser.add_argument("--priors", nargs="+", default=None,
+                        help="prior files (default: the shipped RGB priors of the preset's --prior-set, as a fit)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="instead of timing: profile N steps at each size (torch.profiler) and print the time, "
                              "FLOP and GFLOP/s of each phase of the step (the last --compare setting)")
@@ -268,11 +269,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True  # as in the fit (Trainer(benchmark=True))
-    priors = (load_priors(args.priors, channels=3) if args.priors else
-              [BFDnCNN(channels=3).eval() for _ in range(Config().method.components)])
     configs = [args.settings] if args.compare is None else list(args.compare)
     base = configured(load_preset(args.preset), args.settings)
     settings = {c: configured(base, c) for c in configs}
+    method = settings[configs[-1]].method  # without --priors: the shipped RGB priors this configuration's fit loads
+    priors = load_priors(chosen_prior_paths(args.priors, 3, prior_set=method.prior_set, components=method.components),
+                         channels=3)
     accelerator = "cpu" if args.device == "cpu" else "gpu"
     precision = {c: args.precision or str(fit_precision(settings[c].replace(device=accelerator)))
                  for c in configs}
