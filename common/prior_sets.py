@@ -2,10 +2,11 @@
 
 Each MANIFEST.json entry belongs to one set (its ``prior_set``; an entry that names none is ``full``):
 
-* ``full``: the 20-layer, 64-channel BF-DnCNNs, one per corpus group (the paper's prior size; the reference
-  configuration's K = 3 components);
-* ``light``: 10 layers x 32 channels, an eighth of the arithmetic per call (docs/performance.md), for the fast
-  preset's single component. Where no light prior is shipped for a channel count, the full set serves.
+* ``full``: one BF-DnCNN per corpus group A, B, C (the reference configuration's K = 3 components); since
+  2026-12-07 10 layers x 32 channels trained from scratch with the light-noise recipe, which measured better
+  than the 20 x 64 priors the short trainings here could give (docs/priors.md);
+* ``light``: the fast preset's single component, the group-B prior (the same weights as the full set's B).
+  Where no light prior is shipped for a channel count, the full set serves.
 
 Stage 2 takes a set with ``--prior-set`` (:class:`dvi.config.Method`); ``python -m prior_training export
 --prior-set`` records it; :func:`common.prior_files.default_prior_paths` applies it.

@@ -149,8 +149,8 @@ class Method(Checked):
     restart_sigma: float = option(0.05, "--restart-sigma", real(0.0, 1e3, above=False),
                                   "refit once from new weights if the mean posterior std ([0,1] scale) ends above this")
     prior_set: str = option(FULL_SET, "--prior-set", one_of(PRIOR_SETS),
-                            "shipped priors used without --priors: full (20 layers x 64 channels) or light "
-                            "(10 x 32; the full ones where no light prior is shipped for the channel count)")
+                            "shipped priors used without --priors: full (groups A, B, C) or light (group B alone; "
+                            "the full ones where no light prior is shipped for the channel count)")
     noise: NoiseClasses = field(default_factory=NoiseClasses)
 
 

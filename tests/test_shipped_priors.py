@@ -29,8 +29,7 @@ def test_manifest_lists_exactly_the_shipped_files_with_their_sha256():
     assert set(ENTRIES) == {path.name for path in FOLDER.glob("*.pt")}
     for name, entry in ENTRIES.items():
         assert sha256_of(FOLDER / name) == entry["sha256"], name
-        size = {"full": (20, 64), "light": (10, 32)}[entry.get("prior_set", "full")]
-        assert entry["architecture"] == "BFDnCNN" and (entry["depth"], entry["features"]) == size, name
+        assert entry["architecture"] == "BFDnCNN" and (entry["depth"], entry["features"]) == (10, 32), name
         assert entry["sigma_range"] == [0.0, 100.0] and entry["steps"] > 0 and entry["training_data"]
 
 
@@ -39,8 +38,12 @@ def test_three_full_priors_and_one_light_prior_per_channel_count(channels):
     paths = default_prior_paths(channels)
     assert len(paths) == 3
     assert all(ENTRIES[p.name]["channels"] == channels for p in paths)
+    kind = "rgb" if channels == 3 else "gray"
+    assert [p.name for p in paths] == [f"bfdncnn_{kind}_{group}.pt" for group in "abc"]
     light = default_prior_paths(channels, prior_set="light")
-    assert [p.name for p in light] == [f"bfdncnn_{'rgb' if channels == 3 else 'gray'}_light.pt"]
+    assert [p.name for p in light] == [f"bfdncnn_{kind}_light.pt"]
+    same = [load_prior(path)[0].state_dict() for path in (FOLDER / f"bfdncnn_{kind}_b.pt", light[0])]
+    assert all(torch.equal(same[0][key], same[1][key]) for key in same[0])  # the light prior is the full set's B
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
