@@ -58,7 +58,8 @@ def test_all_eight_transforms_occur_and_are_the_dihedral_group() -> None:
 def test_windows_are_uniform_over_all_images_windows() -> None:
     """A 16x16 image has 1 window of 16x16, a 16x115 one has 100: about 1 patch in 101 comes from the first."""
     images = [torch.zeros(1, 16, 16, dtype=torch.uint8), torch.full((1, 16, 115), 255, dtype=torch.uint8)]
-    batch = PatchSampler(images, patch_size=16, batch_size=20000, noise=NoiseRecipe(sigma_max=0.0, light_fraction=0.0)).sample(0)
+    noise = NoiseRecipe(sigma_max=0.0, light_fraction=0.0)
+    batch = PatchSampler(images, patch_size=16, batch_size=20000, noise=noise).sample(0)
     share = (batch.image == 0).float().mean().item()
     assert 0.5 / 101 < share < 2 / 101
     assert torch.equal(batch.clean.flatten(1).mean(1), (batch.image == 1).float())  # the right pixels
@@ -66,7 +67,8 @@ def test_windows_are_uniform_over_all_images_windows() -> None:
 
 
 def test_sigma_is_uniform_and_the_noise_has_that_deviation_per_patch() -> None:
-    sampler = PatchSampler(random_images(), patch_size=32, batch_size=512, noise=NoiseRecipe(sigma_max=100.0, light_fraction=0.0), seed=1)
+    uniform = NoiseRecipe(sigma_max=100.0, light_fraction=0.0)  # the BF-CNN law
+    sampler = PatchSampler(random_images(), patch_size=32, batch_size=512, noise=uniform, seed=1)
     batch = sampler.sample(5)
     levels = (batch.sigma * 255.0 / 100.0).sort().values  # should be U[0, 1]
     ks = (levels - torch.linspace(0.5 / 512, 1 - 0.5 / 512, 512)).abs().max().item()
@@ -125,7 +127,8 @@ def test_a_short_fit_improves_validation_psnr_and_its_checkpoint_says_so(tmp_pat
     data = PatchDataModule(data_root=folder, val_images=2, patch_size=24, images_per_batch=4, patches_per_image=4,
                            val_crop=48, num_workers=0, pipeline=pipeline)
     # the BF-CNN law and loss: 60 steps move sigma 25-50 most with them (the light-noise default spends patches near 0)
-    model = GaussianDenoiser(depth=5, features=16, lr=3e-3, val_sigmas=(25.0, 50.0), light_fraction=0.0, loss_weighting="mse")
+    model = GaussianDenoiser(depth=5, features=16, lr=3e-3, val_sigmas=(25.0, 50.0), light_fraction=0.0,
+                             loss_weighting="mse")
     trainer = L.Trainer(max_steps=60, val_check_interval=60, check_val_every_n_epoch=None, logger=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
                         num_sanity_val_steps=0, accelerator="cpu")
