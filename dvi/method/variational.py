@@ -38,7 +38,14 @@ class Maps(NamedTuple):
 
 
 class VariationalNets(nn.Module):
-    """X-, Phi-, Z- and Omega-net of one image; outputs are (N, K, C, H, W) maps."""
+    """X-, Phi-, Z- and Omega-net of one image; outputs are (N, K, C, H, W) maps.
+
+    With one component (K = 1) the Z- and Omega-nets are not built: the softmax over one logit is 1 whatever
+    the Z-net says, so ``pi`` = 1 and its gradient is exactly zero, and the Dirichlet over one weight is a point
+    mass, so L4 = L5 = 0 for any ``d_hat`` (dvi/method/elbo.py) and the Omega-net's gradient is exactly zero too.
+    The fit is the same (the X- and Phi-nets are initialised and updated as with the two nets present: Adam
+    leaves a weight with zero gradient unchanged); ``pi`` and ``d_hat`` are returned as ones.
+    """
 
     def __init__(self, *, channels: int = 3, components: int = 3, unet_base: int = NETS.unet_width,
                  unet_depth: int = NETS.unet_depth, aux_layers: int = NETS.aux_layers,
@@ -46,11 +53,15 @@ class VariationalNets(nn.Module):
         super().__init__()
         self.x_net = XNet(channels=channels, components=components, base=unet_base, depth=unet_depth)
         aux = dict(channels=channels, components=components, layers=aux_layers, features=aux_features)
-        self.phi_net, self.z_net, self.omega_net = PhiNet(**aux), ZNet(**aux), OmegaNet(**aux)
+        self.phi_net = PhiNet(**aux)
+        self.z_net, self.omega_net = (ZNet(**aux), OmegaNet(**aux)) if components > 1 else (None, None)
 
     def forward(self, y: Tensor) -> Maps:
         mu, log_var = self.x_net(y)
         log_alpha, log_beta = self.phi_net(y)
+        if self.z_net is None or self.omega_net is None:  # K = 1: the weight is 1 (class docstring)
+            ones = torch.ones_like(mu)
+            return Maps(mu=mu, log_var=log_var, log_alpha=log_alpha, log_beta=log_beta, pi=ones, d_hat=ones)
         return Maps(mu=mu, log_var=log_var, log_alpha=log_alpha, log_beta=log_beta, pi=self.z_net(y),
                     d_hat=self.omega_net(y))
 

@@ -9,6 +9,8 @@ import dvi.fitting.module
 from common.prior_files import load_prior
 from dvi.fitting.fit import build_module, fit_image, fit_images
 from dvi.method.noise_level import NoiseClass, NoiseLevel
+from dvi.method.elbo import Hyperpriors, negative_elbo
+from dvi.method.nets import OmegaNet, PhiNet, XNet, ZNet
 from dvi.method.score import expected_log_prior_surrogate
 from dvi.method.variational import StackedNets, seeded_nets
 from tests.dvi.test_fit import SMALL, noisy_pair
@@ -154,3 +156,34 @@ def test_priors_are_stored_in_the_autocast_dtype_with_the_same_result(tiny_prior
     torch.testing.assert_close(cast_once[0], per_call[0], rtol=0, atol=0)
     for a, b in zip(cast_once[1], per_call[1]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_one_component_builds_no_z_or_omega_net_because_their_gradients_are_exactly_zero():
+    """K = 1: the Z-net's softmax over one logit is 1 and the Dirichlet over one weight is a point mass, so with
+    the two nets present their gradients are exactly zero and the loss equals the one with pi = d_hat = 1."""
+    sizes = {**SIZES, "components": 1}
+    (net,) = seeded_nets([4], **sizes)
+    assert net.z_net is None and net.omega_net is None
+    y = torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    maps = net.double()(y)
+    assert torch.equal(maps.pi, torch.ones_like(maps.mu)) and torch.equal(maps.d_hat, torch.ones_like(maps.mu))
+
+    aux = dict(channels=3, components=1, layers=3, features=8)
+    z_net, omega_net = ZNet(**aux).double(), OmegaNet(**aux).double()
+    hyper = Hyperpriors(alpha0=1.0, beta0=0.02, d=1.0)
+    expected = torch.randn_like(maps.mu)
+    common = dict(y=y, mu=maps.mu, log_var=maps.log_var, log_alpha=maps.log_alpha, log_beta=maps.log_beta,
+                  expected_log_prior=expected, weight=1.0, hyper=hyper)
+    with_nets = negative_elbo(**common, pi=z_net(y), d_hat=omega_net(y))
+    without = negative_elbo(**common, pi=maps.pi, d_hat=maps.d_hat)
+    assert with_nets.l4.item() == without.l4.item() == 0.0 and with_nets.l5.item() == without.l5.item() == 0.0
+    torch.testing.assert_close(with_nets.total, without.total, rtol=0, atol=1e-12)
+    with_nets.total.sum().backward()
+    for name, parameter in [*z_net.named_parameters(), *omega_net.named_parameters()]:
+        assert parameter.grad is not None and torch.count_nonzero(parameter.grad) == 0, name
+    # the X- and Phi-nets start from the same weights as when the two nets were built after them
+    torch.manual_seed(4)
+    x_net = XNet(channels=3, components=1, base=8, depth=2)
+    phi_net = PhiNet(**aux)
+    torch.testing.assert_close(dict(net.x_net.named_parameters()), dict(x_net.double().named_parameters()))
+    torch.testing.assert_close(dict(net.phi_net.named_parameters()), dict(phi_net.double().named_parameters()))
