@@ -112,8 +112,11 @@ def negative_elbo(*, y: Tensor, mu: Tensor, log_var: Tensor, pi: Tensor, log_alp
     l1 = image_mean(l1_likelihood(y, mu, sigma2, pi, alpha, beta))
     l2 = image_mean(l2_prior(log_var, pi, expected_log_prior))
     l3 = image_mean(l3_precision_kl(alpha, beta, pi, hyper))
-    l4 = image_mean(l4_assignment_kl(pi, d_hat))
-    l5 = image_mean(l5_dirichlet_kl(d_hat, hyper))
+    if pi.shape[1] == 1:  # one component: pi = 1 and Dir(d^) is a point mass, so L4 = L5 = 0 for any d^
+        l4 = l5 = torch.zeros_like(l1)
+    else:
+        l4 = image_mean(l4_assignment_kl(pi, d_hat))
+        l5 = image_mean(l5_dirichlet_kl(d_hat, hyper))
     total = l1 + weight * l2 + l3 + l4 + l5
     return LossTerms(total=total, l1=l1, l2_closed=image_mean(l2_closed_form(log_var, pi)).detach(), l3=l3, l4=l4,
                      l5=l5)
