@@ -10,8 +10,8 @@ The default batches are the BF-CNN recipe's (Mohan et al., ICLR 2020): 50x50 pat
 training images at scales 1, 0.9, 0.8, 0.7, all 8 flips/rotations; the noise levels and the loss are stage 1's
 defaults (the light-noise recipe, prior_training/noise.py; ``--light-fraction 0 --loss-weighting mse`` for
 the BF-CNN's sigma ~ U[0, 100] and plain MSE); Adam 1e-3 with cosine decay to 1e-5 over ``--max-steps``;
-batches come from the device-resident sampler (``--data.pipeline auto``). Set ``--max-steps`` to what the time budget allows, so that the decay ends
-with the budget.
+batches come from the device-resident sampler (``--data.pipeline auto``). Set ``--max-steps`` to what the
+time budget allows, so that the decay ends with the budget.
 
     python scripts/train_priors.py --corpus data/corpus --rounds 1 --minutes 15
     python scripts/train_priors.py --budget 60 --only A-rgb --out runs/candidates --init checkpoints --lr 2e-4

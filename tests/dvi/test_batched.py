@@ -8,9 +8,9 @@ import torch
 import dvi.fitting.module
 from common.prior_files import load_prior
 from dvi.fitting.fit import build_module, fit_image, fit_images
-from dvi.method.noise_level import NoiseClass, NoiseLevel
 from dvi.method.elbo import Hyperpriors, l4_assignment_kl, l5_dirichlet_kl, negative_elbo
 from dvi.method.nets import OmegaNet, PhiNet, XNet, ZNet
+from dvi.method.noise_level import NoiseClass, NoiseLevel
 from dvi.method.score import expected_log_prior_surrogate
 from dvi.method.variational import StackedNets, seeded_nets
 from tests.dvi.test_fit import SMALL, noisy_pair
