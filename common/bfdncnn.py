@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from common.winograd import Conv2d
-
 
 class BiasFreeBatchNorm2d(nn.Module):
     """Batch norm without mean subtraction and without additive offset (Mohan et al., ICLR 2020).
@@ -86,7 +84,7 @@ class BFDnCNN(nn.Module):
             weight = conv.weight.detach().clone()
             if 0 < index < self.depth - 1:
                 weight = weight * self.norms[index - 1].scale().detach().view(-1, 1, 1, 1)
-            folded = Conv2d(conv.in_channels, conv.out_channels, 3, padding=1, bias=False)
+            folded = nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=1, bias=False)
             folded.weight = nn.Parameter(weight, requires_grad=False)
             layers.append(folded)
             if index < self.depth - 1:

@@ -186,10 +186,6 @@ class Runtime(Checked):
                                     "refuse an image of more pixels (width x height, read from the file header "
                                     "before decoding); auto: common.images.MAX_PIXELS; 0: no limit")
     channels_last: bool = option(True, "--channels-last", boolean, "run the priors in NHWC memory layout")
-    winograd: bool | None = option(None, "--winograd", or_auto(boolean),
-                                   "3x3 convolutions of at least 256x256 px and 16 channels through NNPACK's Winograd "
-                                   "kernels (common/winograd.py); auto: on a CPU whose best kernels are AVX2, in "
-                                   "float32")
     cuda_graphs: bool | None = option(None, "--cuda-graphs", or_auto(boolean),
                                       "record each step as one CUDA graph and replay it (auto: on a CUDA GPU; "
                                       "on a CPU the same step runs eagerly)")

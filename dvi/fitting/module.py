@@ -31,7 +31,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from common.bfdncnn import BFDnCNN
 from common.metrics import ssim
-from common.winograd import preferred, winograd
 from dvi.config import Config, to_dict
 from dvi.method.elbo import Hyperpriors, LossTerms, negative_elbo
 from dvi.method.score import expected_log_prior_surrogate
@@ -272,7 +271,6 @@ class ScoreDVI(L.LightningModule):
         self.generators: list[torch.Generator] = []
         self.adam: torch.optim.Optimizer | None = None  # the real optimiser of the graph-ready step
         self._step: Callable[[], Step] | None = None
-        self.winograd = False  # NNPACK's 3x3 convolutions (common/winograd.py): decided in on_fit_start
 
     def forward(self, y: Tensor) -> Maps:
         """All variational outputs (B, K, C, H, W) for y (B, C, H, W), H and W padded to the U-Net's multiple."""
@@ -282,10 +280,7 @@ class ScoreDVI(L.LightningModule):
         dtype = next(self.nets.parameters()).dtype  # float64 under "64-true", else float32
         for name in ("weight", "alpha0", "beta0", "dirichlet", "delta"):
             setattr(self, f"hyper_{name}", getattr(self, f"hyper_{name}").to(dtype))
-        wanted = self.config.runtime.winograd
-        self.winograd = preferred(self.device, dtype=dtype) if wanted is None else wanted
-        # NHWC convolutions: faster on CPUs (oneDNN) and GPUs (tensor cores); NNPACK's are NCHW
-        if self.config.runtime.channels_last and not self.winograd:
+        if self.config.runtime.channels_last:  # NHWC convolutions: faster on CPUs (oneDNN) and GPUs (tensor cores)
             self.priors.to(memory_format=torch.channels_last)
         # each image's Monte-Carlo noise: its own stream, on the device, apart from the init stream
         self.generators = [torch.Generator(device=self.device).manual_seed(seed + NOISE_STREAM) for seed in self.seeds]
@@ -328,13 +323,11 @@ class ScoreDVI(L.LightningModule):
     def loss_terms(self) -> tuple[LossTerms, Maps]:
         """Forward of one step: the nets' maps for ``noisy``, the K priors on M samples each, the negative ELBO."""
         y = self.noisy
-        with winograd(self.winograd):
-            with torch.profiler.record_function(PHASES["nets"]):
-                maps = self.maps(y)
-            with torch.profiler.record_function(PHASES["priors"]):
-                surrogate = expected_log_prior_surrogate(maps.mu, maps.log_var, self.priors,
-                                                         samples=self.config.method.mc_samples,
-                                                         generators=self.generators)
+        with torch.profiler.record_function(PHASES["nets"]):
+            maps = self.maps(y)
+        with torch.profiler.record_function(PHASES["priors"]):
+            surrogate = expected_log_prior_surrogate(maps.mu, maps.log_var, self.priors,
+                                                     samples=self.config.method.mc_samples, generators=self.generators)
         with torch.profiler.record_function(PHASES["elbo"]):
             hyper = Hyperpriors(alpha0=self.hyper_alpha0, beta0=self.hyper_beta0, d=self.hyper_dirichlet)
             terms = negative_elbo(y=full_precision(y), **maps._asdict(), expected_log_prior=surrogate,

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from common.winograd import Conv2d
 from dvi.config import Nets
 
 NETS = Nets()  # default sizes (dvi/config.py)
@@ -32,7 +31,7 @@ def split_components(x: Tensor, *, maps: int, components: int, channels: int) ->
 
 
 def conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
-    return [Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
 class DoubleConv(nn.Sequential):
@@ -77,10 +76,10 @@ class DnCNN(nn.Sequential):
     """Small DnCNN with biases: conv+ReLU, (layers-2) x (conv, BN, ReLU), conv."""
 
     def __init__(self, cin: int, cout: int, *, layers: int = NETS.aux_layers, features: int = NETS.aux_features) -> None:
-        body: list[nn.Module] = [Conv2d(cin, features, 3, padding=1), nn.ReLU(inplace=True)]
+        body: list[nn.Module] = [nn.Conv2d(cin, features, 3, padding=1), nn.ReLU(inplace=True)]
         for _ in range(layers - 2):
-            body += [Conv2d(features, features, 3, padding=1), nn.BatchNorm2d(features), nn.ReLU(inplace=True)]
-        body.append(Conv2d(features, cout, 3, padding=1))
+            body += [nn.Conv2d(features, features, 3, padding=1), nn.BatchNorm2d(features), nn.ReLU(inplace=True)]
+        body.append(nn.Conv2d(features, cout, 3, padding=1))
         super().__init__(*body)
 
 
