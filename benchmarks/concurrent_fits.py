@@ -74,10 +74,12 @@ def main() -> None:
     parser.add_argument("--spin-count", type=int, default=None, metavar="N",
                         help="the passive variant with GOMP_SPINCOUNT=N instead of the shipped count")
     args = parser.parse_args()
+    if args.spin_count is not None and args.spin_count < 0:
+        parser.error(f"--spin-count must be 0 or more, not {args.spin_count}")
     print(f"{cpu_description()}; python -m dvi denoise --image {args.image} {args.fit_options}")
+    options = args.fit_options.split()
     with tempfile.TemporaryDirectory() as folder:
         for variant in args.variants:
-            options = args.fit_options.split()
             alone = run_together(variant, args.image, 1, options, Path(folder), spin_count=args.spin_count)[0]
             together = run_together(variant, args.image, args.processes, options, Path(folder),
                                     spin_count=args.spin_count)

@@ -3,7 +3,9 @@
 import sys
 from pathlib import Path
 
-from benchmarks.concurrent_fits import command
+import pytest
+
+from benchmarks.concurrent_fits import command, main
 
 
 def test_variants_set_their_own_thread_variables_and_drop_the_callers(monkeypatch):
@@ -21,3 +23,12 @@ def test_variants_set_their_own_thread_variables_and_drop_the_callers(monkeypatc
     assert env["GOMP_SPINCOUNT"] == "0"
     argv, env = command("spin", image, out, [])
     assert argv[1] == "-c" and "OMP_WAIT_POLICY" not in env
+
+
+def test_a_negative_spin_count_is_one_error_line_before_any_fit(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["concurrent_fits", "--spin-count", "-5"])
+    monkeypatch.setattr("benchmarks.concurrent_fits.run_together", lambda *a, **k: pytest.fail("a fit was started"))
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert "error: --spin-count must be 0 or more, not -5" in capsys.readouterr().err
